@@ -1,0 +1,69 @@
+"""Settings, read from the environment in one place, with defaults that are safe."""
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Mapping
+
+SECRET_KEY_FILE = "secret_key"
+SQLITE_FILE = "livekit_auth.db"
+# Seconds a database may take to connect or to answer one statement before the
+# request fails with a 503 instead of hanging a worker.
+DATABASE_TIMEOUT_SECONDS = 5
+
+
+def database_url(raw: str | None, instance_path: str) -> str:
+    """Return the SQLAlchemy URL for DATABASE_URL, defaulting to a SQLite file in instance/."""
+    if not raw:
+        return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
+    for scheme in ("postgres://", "postgresql://"):
+        if raw.startswith(scheme):
+            return "postgresql+psycopg://" + raw[len(scheme) :]
+    return raw
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Return engine settings that keep a failing database from hanging requests."""
+    if url.startswith("postgresql"):
+        timeout_ms = DATABASE_TIMEOUT_SECONDS * 1000
+        return {
+            "pool_pre_ping": True,
+            "connect_args": {
+                "connect_timeout": DATABASE_TIMEOUT_SECONDS,
+                "options": f"-c statement_timeout={timeout_ms}",
+            },
+        }
+    return {}
+
+
+def load_or_create_secret_key(instance_path: str) -> str:
+    """Read the generated SECRET_KEY from instance/, creating it once with mode 0600.
+
+    The file is written under a private name and then hard-linked into place, so two
+    workers starting together agree on one key and never read a half-written file.
+    """
+    directory = Path(instance_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / SECRET_KEY_FILE
+    if not target.exists():
+        draft = directory / f".{SECRET_KEY_FILE}.{secrets.token_hex(8)}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(draft, target)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return target.read_text().strip()
+
+
+def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
+    """Build the Flask config mapping from environment variables."""
+    url = database_url(environ.get("DATABASE_URL"), instance_path)
+    return {
+        "SECRET_KEY": environ.get("SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+    }
