@@ -1,0 +1,63 @@
+"""livekit-auth: the API-key service in front of the LiveKit Agents API."""
+
+import os
+import sqlite3
+from typing import Any, Mapping
+
+from flask import Flask
+from sqlalchemy import event
+
+from . import config, errors, gate, health
+from .auth import routes as auth_routes
+from .extensions import db, migrate
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings from the environment, then any overrides (for tests)."""
+    app = Flask(
+        __name__,
+        static_folder=os.path.join(PROJECT_ROOT, "static"),
+        template_folder=os.path.join(PROJECT_ROOT, "templates"),
+    )
+    app.config.from_mapping(config.settings_from_env(os.environ, app.instance_path))
+    app.config.from_mapping(overrides or {})
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = config.load_or_create_secret_key(app.instance_path)
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", config.engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    )
+    app.json.sort_keys = False  # keep fields in the order the contract documents them
+    register_extensions(app)
+    register_blueprints(app)
+    errors.register_errorhandlers(app)
+    app.before_request(gate.require_api_key)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the extensions, and tune SQLite for several gunicorn workers."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:"):
+        os.makedirs(app.instance_path, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", configure_sqlite)
+
+
+def configure_sqlite(connection: sqlite3.Connection, record: Any) -> None:
+    """WAL lets readers and one writer work at once; the busy timeout makes writers queue."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach the API and probe blueprints."""
+    app.register_blueprint(auth_routes.bp)
+    app.register_blueprint(health.bp)

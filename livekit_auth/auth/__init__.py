@@ -1,0 +1,1 @@
+"""The JSON API: issuing and checking keys."""

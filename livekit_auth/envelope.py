@@ -1,0 +1,21 @@
+"""The documented response envelope: success, message, data."""
+
+from typing import Any
+
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+
+
+def success_response(message: str, data: Any) -> ResponseReturnValue:
+    """Build a 200 answer in the envelope."""
+    return jsonify({"success": True, "message": message, "data": data})
+
+
+def error_response(
+    status: int, message: str, errors: Any = None, headers: dict[str, str] | None = None
+) -> ResponseReturnValue:
+    """Build an error answer: success false, a message, data null, per-field details if any."""
+    body: dict[str, Any] = {"success": False, "message": message, "data": None}
+    if errors:
+        body["errors"] = errors
+    return jsonify(body), status, headers or {}

@@ -1,0 +1,80 @@
+"""The app-level error handlers, all answering in the one envelope."""
+
+from typing import Any
+
+from flask import Flask, current_app
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .envelope import error_response
+from .extensions import db
+
+
+class ApiError(Exception):
+    """A failure to report to the client with a status and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def field_messages(messages: dict[str, Any]) -> dict[str, list[str]]:
+    """Fill each field's name into its marshmallow messages."""
+    return {
+        field: [problem.format(field=field) for problem in problems]
+        for field, problems in messages.items()
+    }
+
+
+def handle_http_exception(error: HTTPException) -> ResponseReturnValue:
+    """Answer any HTTP error in the envelope, keeping a message given to abort()."""
+    default = type(error).description
+    message = error.description if error.description and error.description != default else error.name
+    headers = {}
+    if error.code == 405 and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    return error_response(error.code or 500, message, headers=headers)
+
+
+def handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
+    """Answer a body over MAX_CONTENT_LENGTH, saying what the limit is."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return error_response(413, f"The request body is larger than the {limit // 1024} KiB allowed")
+
+
+def handle_api_error(error: ApiError) -> ResponseReturnValue:
+    """Answer a domain failure raised by a view or service."""
+    return error_response(error.status, error.message)
+
+
+def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
+    """Answer invalid input with 400, one readable message, and the per-field details."""
+    messages = field_messages(error.normalized_messages())
+    sentence = "; ".join(problem for problems in messages.values() for problem in problems)
+    return error_response(400, sentence, errors=messages)
+
+
+def handle_database_unavailable(error: Exception) -> ResponseReturnValue:
+    """Answer 503 when the database cannot be reached; the pool reconnects by itself."""
+    current_app.logger.warning("database unavailable: %s", type(error).__name__)
+    db.session.rollback()
+    return error_response(503, "Service temporarily unavailable, try again shortly")
+
+
+def handle_internal_error(error: HTTPException) -> ResponseReturnValue:
+    """Answer an unexpected failure with a generic 500; Flask has already logged it."""
+    return error_response(500, "Internal server error")
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Attach the envelope handlers to the app, so routing 404/405 use them too."""
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(RequestEntityTooLarge, handle_too_large)
+    app.register_error_handler(500, handle_internal_error)
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(InterfaceError, handle_database_unavailable)

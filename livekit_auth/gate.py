@@ -1,0 +1,40 @@
+"""The x-api-key gate: one before_request hook in front of every endpoint not marked public."""
+
+from typing import TypeVar
+
+from flask import current_app, g, request
+
+from .auth.services import MISSING_KEY, authenticate
+from .errors import ApiError
+
+Target = TypeVar("Target")
+
+
+def public(target: Target) -> Target:
+    """Mark a view function, or a whole blueprint, as open without an API key."""
+    setattr(target, "is_public", True)
+    return target
+
+
+def is_public_request() -> bool:
+    """Tell whether the matched endpoint is on the allow-list; unmatched paths never are."""
+    endpoint = request.endpoint
+    if endpoint is None:
+        return False
+    if endpoint == "static":
+        return True
+    blueprint = current_app.blueprints.get(request.blueprint or "")
+    if getattr(blueprint, "is_public", False):
+        return True
+    return getattr(current_app.view_functions[endpoint], "is_public", False)
+
+
+def require_api_key() -> None:
+    """Authenticate the x-api-key header and put the key and its user on flask.g."""
+    if is_public_request():
+        return
+    presented = request.headers.get("x-api-key")
+    if presented is None:
+        raise ApiError(401, MISSING_KEY)
+    g.api_key = authenticate(presented)
+    g.user = g.api_key.user

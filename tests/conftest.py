@@ -1,0 +1,113 @@
+"""Fixtures: an app on each database backend, a client, and helpers that speak the API."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+
+from livekit_auth import create_app
+from livekit_auth.config import database_url
+from livekit_auth.extensions import db
+
+from .support import empty_tables, require_service
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_uri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated, empty database on each backend; PostgreSQL needs TEST_DATABASE_URL."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    else:
+        raw = require_service(
+            "TEST_DATABASE_URL", "set it to an empty PostgreSQL database to run these tests"
+        )
+        uri = database_url(raw, "")
+        reset_postgres_schema(uri)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "test"})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return uri
+
+
+def reset_postgres_schema(uri: str) -> None:
+    """Drop everything in the test database's public schema."""
+    engine = sa.create_engine(uri)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+        connection.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def app(database_uri: str) -> Iterator[Flask]:
+    """A fresh app on a clean database."""
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": "test"})
+    yield app
+    with app.app_context():
+        db.session.remove()
+        empty_tables()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client for the app."""
+    return app.test_client()
+
+
+class ApiActions:
+    """Calls to the key API, as a client would make them."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def create_key(self, **fields: Any) -> Any:
+        """POST /auth/create-key with a JSON body; defaults fill the required fields."""
+        body = {"user_name": "John Doe", "user_email": "john@example.com", **fields}
+        return self.client.post("/auth/create-key", json=body)
+
+    def new_key(self, **fields: Any) -> str:
+        """Create a key and return it, failing the test if creation fails."""
+        response = self.create_key(**fields)
+        assert response.status_code == 200, response.json
+        return response.json["data"]["api_key"]
+
+    def get(self, path: str, key: str | None = None) -> Any:
+        """GET a path, sending key in x-api-key when given."""
+        headers = {} if key is None else {"x-api-key": key}
+        return self.client.get(path, headers=headers)
+
+
+@pytest.fixture
+def api(client: FlaskClient) -> ApiActions:
+    """The API helper bound to the test client."""
+    return ApiActions(client)
+
+
+@pytest.fixture
+def statements(app: Flask) -> Iterator[list[str]]:
+    """Every SQL statement the app sends while the test runs."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    """The repository's top folder."""
+    return PROJECT_ROOT

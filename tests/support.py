@@ -1,0 +1,136 @@
+"""Helpers shared by the tests: envelope checks, required services, a real gunicorn."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from livekit_auth import create_app
+from livekit_auth.extensions import db
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# .ci/run sets this so that a missing service fails the run instead of skipping tests.
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def require_service(variable: str, how: str) -> str:
+    """Return a service's address from the environment, or skip (fail under CI) without it."""
+    value = os.environ.get(variable)
+    if value:
+        return value
+    reason = f"{variable} is not set: {how}"
+    if REQUIRE_SERVICES:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def envelope_error(response: Any, status: int, message: str | None = None) -> dict[str, Any]:
+    """Assert an error answer in the documented envelope and return its body."""
+    assert response.status_code == status, response.text if hasattr(response, "text") else response.data
+    body = response.json() if callable(response.json) else response.json
+    assert body["success"] is False
+    assert body["data"] is None
+    assert isinstance(body["message"], str) and body["message"]
+    if message is not None:
+        assert body["message"] == message
+    return body
+
+
+def empty_tables() -> None:
+    """Delete every row, children first, so the next test starts clean."""
+    for table in reversed(db.metadata.sorted_tables):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
+def clear_database(uri: str) -> None:
+    """Empty the tables of the database at uri, from outside any app."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "test"})
+    with app.app_context():
+        empty_tables()
+        db.engine.dispose()
+
+
+def free_port() -> int:
+    """Ask the kernel for a port nobody is listening on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A gunicorn started through boot.sh, as `make run` starts it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        """Everything gunicorn and the app have written so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def live_server(
+    database_url: str, workdir: Path, workers: int = 2, **environment: str
+) -> Iterator[LiveServer]:
+    """Run boot.sh (migrations, then gunicorn) on a free port; stop it by its PID."""
+    port = free_port()
+    log_path = workdir / f"gunicorn-{port}.log"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "live-server-test-secret",
+        "XDG_RUNTIME_DIR": str(workdir),
+        **environment,
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(PROJECT_ROOT / "boot.sh")], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_until_serving(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_serving(server: LiveServer, seconds: float = 60) -> None:
+    """Poll /health until it answers, or fail with the server's log."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the server did not answer within {seconds} s:\n{server.log()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop gunicorn by its PID: TERM for a graceful stop, KILL if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,80 @@
+"""The real thing: boot.sh runs the migrations and gunicorn with two workers."""
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from livekit_auth import keys
+
+from .support import LiveServer, clear_database, envelope_error, live_server
+
+
+@pytest.fixture(scope="module")
+def server(database_uri: str, tmp_path_factory: pytest.TempPathFactory):
+    """One gunicorn per backend for this module, on a database migrated by boot.sh."""
+    workdir = tmp_path_factory.mktemp("server")
+    if database_uri.startswith("sqlite"):
+        database_uri = f"sqlite:///{workdir / 'live.db'}"
+    with live_server(database_uri, workdir, workers=2) as running:
+        yield running
+    clear_database(database_uri)
+
+
+def create(server: LiveServer, email: str) -> requests.Response:
+    """POST /auth/create-key to the live server."""
+    body = {"user_name": "Load Test", "org_name": "Bench", "user_email": email}
+    return requests.post(f"{server.url}/auth/create-key", json=body, timeout=30)
+
+
+def check(server: LiveServer, key: str) -> requests.Response:
+    """GET /auth/check-key on the live server."""
+    return requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=30)
+
+
+def test_fifty_concurrent_creates_all_succeed_and_their_keys_check(server) -> None:
+    emails = [f"user{n}@parallel.example.com" for n in range(50)]
+    with ThreadPoolExecutor(16) as pool:
+        created = list(pool.map(lambda email: create(server, email), emails))
+        assert [r.status_code for r in created] == [200] * 50
+        keys_issued = [r.json()["data"]["api_key"] for r in created]
+        assert len(set(keys_issued)) == 50
+        checked = list(pool.map(lambda key: check(server, key), keys_issued))
+    assert [r.status_code for r in checked] == [200] * 50
+    assert sorted(r.json()["data"]["user_email"] for r in checked) == sorted(emails)
+
+
+def test_ten_concurrent_creates_for_one_email_give_one_key(server) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: create(server, "race@example.com"), range(10)))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200] + [409] * 9
+    for refused in (r for r in answers if r.status_code == 409):
+        envelope_error(refused, 409)
+
+
+def test_errors_from_the_server_are_in_the_envelope(server) -> None:
+    envelope_error(requests.get(f"{server.url}/nowhere", timeout=10), 401)
+    envelope_error(check(server, keys.generate().secret), 401, "Invalid API key")
+    huge = "x" * (70 * 1024)
+    response = requests.post(
+        f"{server.url}/auth/create-key", data=huge,
+        headers={"Content-Type": "application/json"}, timeout=10,
+    )
+    envelope_error(response, 413)
+
+
+def test_no_key_reaches_the_log(server) -> None:
+    key = create(server, "logged@example.com").json()["data"]["api_key"]
+    assert check(server, key).status_code == 200
+    requests.get(f"{server.url}/auth/check-key?api_key={key}", headers={"Referer": key}, timeout=10)
+    log = server.log()
+    assert "GET /auth/check-key" in log
+    assert key not in log
+    assert key[len(keys.KEY_PREFIX) + keys.DISPLAY_LENGTH :] not in log
+
+
+def test_boot_sh_is_what_make_run_serves(project_root: Path) -> None:
+    makefile = (project_root / "Makefile").read_text()
+    assert "./boot.sh" in makefile

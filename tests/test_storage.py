@@ -1,0 +1,71 @@
+"""What the database holds: digests not keys, a schema the migrations build, a kept secret."""
+
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from livekit_auth import keys
+from livekit_auth.config import load_or_create_secret_key
+from livekit_auth.extensions import db
+
+
+def every_stored_value(app) -> list[str]:
+    """Every value of every row of every table, as text."""
+    values = []
+    with app.app_context():
+        inspector = sa.inspect(db.engine)
+        with db.engine.connect() as connection:
+            for table in inspector.get_table_names():
+                for row in connection.execute(sa.text(f'SELECT * FROM "{table}"')):
+                    values.extend(str(value) for value in row)
+    return values
+
+
+def test_the_key_is_never_stored_in_clear(app, api, database_uri) -> None:
+    key = api.new_key()
+    random_part = key[len(keys.KEY_PREFIX) : len(keys.KEY_PREFIX) + keys.RANDOM_LENGTH]
+    stored = every_stored_value(app)
+    assert keys.digest(key) in stored
+    for value in stored:
+        assert key not in value
+        assert random_part[keys.DISPLAY_LENGTH :][:16] not in value
+    if database_uri.startswith("sqlite:///"):
+        path = Path(database_uri.removeprefix("sqlite:///"))
+        raw = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+        assert key.encode() not in raw
+        assert random_part[keys.DISPLAY_LENGTH :].encode() not in raw
+
+
+def test_the_migrations_build_exactly_the_models(app) -> None:
+    with app.app_context(), db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+    assert differences == []
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(app, database_uri) -> None:
+    if not database_uri.startswith("sqlite"):
+        pytest.skip("a SQLite setting")
+    with app.app_context(), db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_a_generated_secret_key_is_private_and_shared_by_every_worker(tmp_path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        secrets = set(pool.map(lambda _: load_or_create_secret_key(str(tmp_path)), range(16)))
+    assert len(secrets) == 1
+    assert len(secrets.pop()) >= 64
+    mode = stat.S_IMODE(os.stat(tmp_path / "secret_key").st_mode)
+    assert mode == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["secret_key"]
+
+
+def test_a_generated_secret_key_is_reused(tmp_path) -> None:
+    assert load_or_create_secret_key(str(tmp_path)) == load_or_create_secret_key(str(tmp_path))
