@@ -66,4 +66,6 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "SECRET_KEY": environ.get("SECRET_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": url,
         "MAX_CONTENT_LENGTH": 64 * 1024,
+        "MAX_ACTIVE_KEYS_PER_USER": int(environ.get("MAX_ACTIVE_KEYS_PER_USER", "20")),
+        "LAST_USED_INTERVAL_SECONDS": int(environ.get("LAST_USED_INTERVAL_SECONDS", "60")),
     }

@@ -1,6 +1,7 @@
 """The database tables, as typed SQLAlchemy 2.0 models."""
 
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.engine import Dialect
@@ -52,6 +53,14 @@ class User(db.Model):
     keys: Mapped[list["ApiKey"]] = relationship(back_populates="user")
 
 
+class KeyStatus(StrEnum):
+    """Where a key is in its life: only an active key opens the API."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
 class ApiKey(db.Model):
     """An issued key, known only by its SHA-256 digest and a display prefix."""
 
@@ -61,6 +70,20 @@ class ApiKey(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     display_prefix: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who revoked it: "api" for the key's own user, an admin's email for an operator.
+    revoked_by: Mapped[str | None] = mapped_column(String(254))
 
     user: Mapped[User] = relationship(back_populates="keys")
+
+    def status(self, at: datetime) -> KeyStatus:
+        """The key's status at a moment; a key expires at the instant expires_at names."""
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= at:
+            return KeyStatus.EXPIRED
+        return KeyStatus.ACTIVE

@@ -9,9 +9,11 @@ from email_validator import EmailNotValidError, validate_email
 from flask import request
 from marshmallow import Schema, ValidationError, fields
 
+from . import clock
 from .errors import ApiError
 
 INVALID_EMAIL = "Invalid email address"
+EMAIL_MAX_LENGTH = 254
 # Control characters, and lone surrogates that no database can store as text.
 FORBIDDEN_CATEGORIES = {"Cc", "Cs"}
 
@@ -21,18 +23,47 @@ def timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-class NamedString(fields.String):
-    """A string field whose error messages start with the field's own name."""
+class NamedErrors(fields.Field):
+    """A field whose error messages start with the field's own name."""
 
     default_error_messages = {
         "required": "{field} is required",
         "null": "{field} may not be null",
-        "invalid": "{field} must be a string",
     }
 
     def make_error(self, key: str, **kwargs: Any) -> ValidationError:
         """Fill the field's name into the message for key."""
         return super().make_error(key, field=self.name, **kwargs)
+
+
+class NamedString(NamedErrors, fields.String):
+    """A string field with named error messages."""
+
+    default_error_messages = {"invalid": "{field} must be a string"}
+
+
+class WholeNumber(NamedErrors, fields.Integer):
+    """A JSON integer within bounds: no strings, no fractions, no booleans."""
+
+    default_error_messages = {"invalid": "{field} must be a whole number"}
+
+    def __init__(self, *, minimum: int, maximum: int, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if not self.minimum <= number <= self.maximum:
+            raise ValidationError(f"{self.name} must be from {self.minimum} to {self.maximum}")
+        return number
+
+
+class Timestamp(fields.Field):
+    """A UTC time written as the contract writes created_at, or null."""
+
+    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else timestamp(value)
 
 
 class TrimmedText(NamedString):
@@ -56,29 +87,36 @@ class TrimmedText(NamedString):
         return text
 
 
-class Email(NamedString):
-    """An email address, checked and normalised by email-validator without the network."""
+def normalise_email(text: str) -> str:
+    """Check an address with email-validator, without the network, and normalise it."""
+    text = text.strip()
+    if len(text) > EMAIL_MAX_LENGTH:
+        raise ValidationError(INVALID_EMAIL)
+    try:
+        return validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise ValidationError(INVALID_EMAIL) from error
 
-    MAX_LENGTH = 254
+
+class Email(NamedString):
+    """An email address field."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if len(text) > self.MAX_LENGTH:
-            raise ValidationError(INVALID_EMAIL)
-        try:
-            return validate_email(text, check_deliverability=False).normalized
-        except EmailNotValidError as error:
-            raise ValidationError(INVALID_EMAIL) from error
+        return normalise_email(super()._deserialize(value, attr, data, **kwargs))
 
 
-class CreateKeySchema(Schema):
-    """The body of POST /auth/create-key; unknown fields are refused, not dropped."""
+class RequestSchema(Schema):
+    """A request body: a JSON object whose unknown fields are refused, not dropped."""
 
     # Schema-level messages; the error handler fills in {field} for an unknown field.
     error_messages = {
         "unknown": "{field} is not a known field",
         "type": "The request body must be a JSON object",
     }
+
+
+class CreateKeySchema(RequestSchema):
+    """The body of POST /auth/create-key."""
 
     user_name = TrimmedText(required=True, min_length=1, max_length=100)
     user_email = Email(required=True)
@@ -107,14 +145,73 @@ class CreatedKeySchema(KeyHolderSchema):
 class CheckedKeySchema(KeyHolderSchema):
     """The data of a check-key answer."""
 
-    created_at = fields.Function(lambda holder: timestamp(holder["created_at"]))
+    created_at = Timestamp()
 
 
-def load_json_body(schema: Schema) -> dict[str, Any]:
-    """Read the request's JSON body and validate it with a schema, or fail with 400/415."""
+EXPIRES_IN_DAYS = {"minimum": 1, "maximum": 3650, "load_default": None, "allow_none": True}
+
+
+class NewKeySchema(RequestSchema):
+    """The body of POST /auth/keys: both fields optional."""
+
+    name = TrimmedText(load_default=None, allow_none=True, max_length=100)
+    expires_in_days = WholeNumber(**EXPIRES_IN_DAYS)
+
+
+class RotateKeySchema(RequestSchema):
+    """The body of POST /auth/keys/rotate: how long the calling key keeps working."""
+
+    grace_hours = WholeNumber(minimum=0, maximum=168, load_default=24)
+    expires_in_days = WholeNumber(**EXPIRES_IN_DAYS)
+
+
+class KeySchema(Schema):
+    """One of a user's keys as a listing shows it: never the key, never its digest."""
+
+    id = fields.Integer()
+    name = fields.String(allow_none=True)
+    display_prefix = fields.String()
+    status = fields.Function(lambda key: key.status(clock.now()).value)
+    created_at = Timestamp()
+    expires_at = Timestamp()
+    last_used_at = Timestamp()
+    revoked_at = Timestamp()
+
+
+class IssuedKeySchema(CreatedKeySchema):
+    """A key issued to a known user: create-key's shape plus the key's id, name and expiry."""
+
+    class Meta:
+        """The key first, then the holder, then the key's own details."""
+
+        fields = ("api_key", "user_name", "org_name", "user_email", "id", "name", "expires_at")
+
+    id = fields.Integer()
+    name = fields.String(allow_none=True)
+    expires_at = Timestamp()
+
+
+class RotatedKeySchema(IssuedKeySchema):
+    """A rotation's answer: the new key, and when the calling key stops working."""
+
+    class Meta:
+        """The new key's fields, then the old key's end."""
+
+        fields = IssuedKeySchema.Meta.fields + ("previous_key_expires_at",)
+
+    previous_key_expires_at = Timestamp()
+
+
+def load_json_body(schema: Schema, optional: bool = False) -> dict[str, Any]:
+    """Read the request's JSON body and validate it with a schema, or fail with 400/415.
+
+    An optional body may be left out entirely, and then means {}.
+    """
+    raw = request.get_data(cache=False)
+    if optional and not raw.strip():
+        return schema.load({})
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
-    raw = request.get_data(cache=False)
     if not raw.strip():
         raise ApiError(400, "The request body is empty; send a JSON object")
     try:

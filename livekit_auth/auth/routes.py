@@ -1,4 +1,6 @@
-"""The key endpoints of the documented contract."""
+"""The key endpoints: the documented contract, and the key lifecycle beyond it."""
+
+from typing import Any
 
 from flask import Blueprint, g
 from flask.typing import ResponseReturnValue
@@ -8,10 +10,39 @@ from ..envelope import success_response
 from ..errors import ApiError
 from ..extensions import db
 from ..gate import public
-from ..schemas import CheckedKeySchema, CreatedKeySchema, CreateKeySchema, load_json_body
+from ..models import ApiKey, User
+from ..schemas import (
+    CheckedKeySchema,
+    CreatedKeySchema,
+    CreateKeySchema,
+    IssuedKeySchema,
+    KeySchema,
+    NewKeySchema,
+    RotatedKeySchema,
+    RotateKeySchema,
+    load_json_body,
+)
 from . import services
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+KEY_CREATED = "API key created successfully, Store it securely"
+
+
+def holder(user: User) -> dict[str, Any]:
+    """The user's fields as the API names them."""
+    return {"user_name": user.name, "org_name": user.org_name, "user_email": user.email}
+
+
+def issued(key: ApiKey, secret: str) -> dict[str, Any]:
+    """A newly issued key with its holder, read before the commit expires the objects."""
+    return {
+        "api_key": secret,
+        **holder(key.user),
+        "id": key.id,
+        "name": key.name,
+        "expires_at": key.expires_at,
+    }
 
 
 @bp.post("/create-key")
@@ -22,29 +53,56 @@ def create_key() -> ResponseReturnValue:
     user, secret = services.register_user(
         fields["user_name"], fields["user_email"], fields["org_name"]
     )
-    data = {
-        "api_key": secret,
-        "user_name": user.name,
-        "org_name": user.org_name,
-        "user_email": user.email,
-    }
+    data = CreatedKeySchema().dump({"api_key": secret, **holder(user)})
     try:
         db.session.commit()
     except IntegrityError as error:
         db.session.rollback()
         raise ApiError(409, services.EMAIL_TAKEN) from error
-    return success_response(
-        "API key created successfully, Store it securely", CreatedKeySchema().dump(data)
-    )
+    return success_response(KEY_CREATED, data)
 
 
 @bp.get("/check-key")
 def check_key() -> ResponseReturnValue:
     """Describe the key the gate has already authenticated."""
-    data = {
-        "user_name": g.user.name,
-        "org_name": g.user.org_name,
-        "user_email": g.user.email,
-        "created_at": g.api_key.created_at,
-    }
+    data = {**holder(g.user), "created_at": g.api_key.created_at}
     return success_response("API key is valid", CheckedKeySchema().dump(data))
+
+
+@bp.get("/keys")
+def list_keys() -> ResponseReturnValue:
+    """The caller's own keys, newest first; never a key or a digest."""
+    return success_response("API keys", KeySchema(many=True).dump(services.user_keys(g.user.id)))
+
+
+@bp.post("/keys")
+def add_key() -> ResponseReturnValue:
+    """Issue another key to the caller's user."""
+    fields = load_json_body(NewKeySchema(), optional=True)
+    key, secret = services.add_key(g.user, fields["name"], fields["expires_in_days"])
+    db.session.flush()
+    data = IssuedKeySchema().dump(issued(key, secret))
+    db.session.commit()
+    return success_response(KEY_CREATED, data)
+
+
+@bp.post("/keys/rotate")
+def rotate_key() -> ResponseReturnValue:
+    """Replace the calling key; it keeps working for the grace period, then expires."""
+    fields = load_json_body(RotateKeySchema(), optional=True)
+    old = g.api_key
+    key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"])
+    db.session.flush()
+    data = RotatedKeySchema().dump({**issued(key, secret), "previous_key_expires_at": old.expires_at})
+    db.session.commit()
+    return success_response("API key rotated, Store the new key securely", data)
+
+
+@bp.delete("/keys/<int:key_id>")
+def revoke_key(key_id: int) -> ResponseReturnValue:
+    """Revoke one of the caller's keys, the calling key included; twice is harmless."""
+    key = services.own_key(g.user, key_id)
+    services.revoke(key, services.REVOKED_BY_USER)
+    data = KeySchema().dump(key)
+    db.session.commit()
+    return success_response("API key revoked", data)

@@ -1,24 +1,49 @@
-"""What the key endpoints do, apart from HTTP: register users, issue and find keys."""
+"""What the key endpoints do, apart from HTTP: register users, issue, find and revoke keys.
+
+Functions stage changes in the session; the caller commits once.
+"""
 
 import hmac
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import joinedload
 
 from .. import clock, keys
 from ..errors import ApiError
 from ..extensions import db
-from ..models import ApiKey, User
+from ..models import ApiKey, KeyStatus, User
 
 INVALID_KEY = "Invalid API key"
 MISSING_KEY = "Invalid API key: the x-api-key header is missing"
+REVOKED_KEY = "API key has been revoked"
+EXPIRED_KEY = "API key has expired"
+KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
+REVOKED_BY_USER = "api"
+
+
+def issue_key(
+    user: User, now: datetime, name: str | None = None, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Stage a new key for a user; return it and the secret, which is never stored."""
+    issued = keys.generate()
+    key = ApiKey(
+        digest=issued.digest,
+        display_prefix=issued.display_prefix,
+        name=name,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    user.keys.append(key)
+    return key, issued.secret
 
 
 def register_user(name: str, email: str, org_name: str | None) -> tuple[User, str]:
-    """Stage a new user with a first key; the caller commits. Returns the user and the key."""
+    """Stage a new user with a first key. Returns the user and the key."""
     now = clock.now()
-    issued = keys.generate()
     user = User(
         name=name,
         email=email,
@@ -26,15 +51,12 @@ def register_user(name: str, email: str, org_name: str | None) -> tuple[User, st
         org_name=org_name or None,
         created_at=now,
     )
-    user.keys.append(
-        ApiKey(digest=issued.digest, display_prefix=issued.display_prefix, created_at=now)
-    )
     db.session.add(user)
-    return user, issued.secret
+    return user, issue_key(user, now)[1]
 
 
 def authenticate(presented: str) -> ApiKey:
-    """Return the stored key for a presented secret, or raise a 401.
+    """Return the active stored key for a presented secret, or raise a 401.
 
     A key with the wrong shape or checksum is refused before any query.
     """
@@ -46,4 +68,118 @@ def authenticate(presented: str) -> ApiKey:
     )
     if found is None or not hmac.compare_digest(found.digest, wanted):
         raise ApiError(401, INVALID_KEY)
+    now = clock.now()
+    status = found.status(now)
+    if status is KeyStatus.REVOKED:
+        raise ApiError(401, REVOKED_KEY)
+    if status is KeyStatus.EXPIRED:
+        raise ApiError(401, EXPIRED_KEY)
+    record_use(found, now)
     return found
+
+
+def record_use(key: ApiKey, now: datetime) -> None:
+    """Note that a key was used, writing at most once per LAST_USED_INTERVAL_SECONDS.
+
+    The write is its own short transaction, apart from the request's work, and its
+    condition keeps the time from moving backwards when workers race. It is best effort:
+    a busy or absent database costs the record, not the request.
+    """
+    interval = timedelta(seconds=current_app.config["LAST_USED_INTERVAL_SECONDS"])
+    if key.last_used_at is not None and now - key.last_used_at < interval:
+        return
+    threshold = now - interval
+    statement = (
+        update(ApiKey)
+        .where(ApiKey.id == key.id)
+        .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < threshold))
+        .values(last_used_at=now)
+    )
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(statement)
+    except (OperationalError, InterfaceError) as error:
+        current_app.logger.warning("last use of key %s not recorded: %s", key.id, type(error).__name__)
+
+
+def lock_user(user_id: int) -> None:
+    """Serialise key changes for one user until the transaction ends.
+
+    A write to the user's row takes PostgreSQL's row lock and SQLite's write lock, so two
+    requests cannot both count 19 active keys and both add a 20th and a 21st.
+    """
+    db.session.execute(update(User).where(User.id == user_id).values(id=User.id))
+
+
+def count_active(user_id: int, now: datetime, excluding: int | None = None) -> int:
+    """How many of a user's keys are neither revoked nor expired."""
+    query = (
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+        .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+    )
+    if excluding is not None:
+        query = query.where(ApiKey.id != excluding)
+    return db.session.scalar(query) or 0
+
+
+def ensure_room_for_key(user_id: int, now: datetime, excluding: int | None = None) -> None:
+    """Refuse a new key with 409 when the user already has the most active keys allowed."""
+    limit = current_app.config["MAX_ACTIVE_KEYS_PER_USER"]
+    if count_active(user_id, now, excluding) >= limit:
+        raise ApiError(409, f"A user may hold at most {limit} active keys; revoke one first")
+
+
+def expiry(now: datetime, days: int | None) -> datetime | None:
+    """When a key made now for so many days expires; never, without days."""
+    return None if days is None else now + timedelta(days=days)
+
+
+def add_key(user: User, name: str | None, expires_in_days: int | None) -> tuple[ApiKey, str]:
+    """Stage another key for a user, within the cap on active keys."""
+    now = clock.now()
+    lock_user(user.id)
+    ensure_room_for_key(user.id, now)
+    return issue_key(user, now, name, expiry(now, expires_in_days))
+
+
+def rotate_key(
+    old: ApiKey, grace_hours: int, expires_in_days: int | None
+) -> tuple[ApiKey, str]:
+    """Stage a replacement for a key; the old one expires when the grace ends, or earlier."""
+    now = clock.now()
+    lock_user(old.user_id)
+    db.session.refresh(old)
+    if old.status(now) is not KeyStatus.ACTIVE:
+        raise ApiError(401, REVOKED_KEY if old.revoked_at else EXPIRED_KEY)
+    ensure_room_for_key(old.user_id, now, excluding=old.id)
+    grace_end = now + timedelta(hours=grace_hours)
+    if old.expires_at is None or grace_end < old.expires_at:
+        old.expires_at = grace_end
+    return issue_key(old.user, now, old.name, expiry(now, expires_in_days))
+
+
+def own_key(user: User, key_id: int) -> ApiKey:
+    """One of the user's keys by id; another user's key is as missing as no key at all."""
+    key = db.session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user.id))
+    if key is None:
+        raise ApiError(404, KEY_NOT_FOUND)
+    return key
+
+
+def revoke(key: ApiKey, revoked_by: str) -> None:
+    """Stage a key's revocation; a key already revoked keeps its first revocation."""
+    if key.revoked_at is None:
+        key.revoked_at = clock.now()
+        key.revoked_by = revoked_by
+
+
+def user_keys(user_id: int) -> list[ApiKey]:
+    """A user's keys, newest first."""
+    query = (
+        select(ApiKey)
+        .where(ApiKey.user_id == user_id)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    )
+    return list(db.session.scalars(query))
