@@ -1,6 +1,7 @@
 """Fixtures: an app on each database backend, a client, and helpers that speak the API."""
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
-from livekit_auth import create_app
+from livekit_auth import clock, create_app
 from livekit_auth.config import database_url
 from livekit_auth.extensions import db
 
@@ -82,8 +83,12 @@ class ApiActions:
 
     def get(self, path: str, key: str | None = None) -> Any:
         """GET a path, sending key in x-api-key when given."""
+        return self.call("GET", path, key)
+
+    def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> Any:
+        """Send any request, with key in x-api-key when given."""
         headers = {} if key is None else {"x-api-key": key}
-        return self.client.get(path, headers=headers)
+        return self.client.open(path, method=method, headers=headers, **kwargs)
 
 
 @pytest.fixture
@@ -111,3 +116,25 @@ def statements(app: Flask) -> Iterator[list[str]]:
 def project_root() -> Path:
     """The repository's top folder."""
     return PROJECT_ROOT
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.current = start
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        """Move time forward by a timedelta's worth of keyword arguments."""
+        self.current += timedelta(**delta)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Replace the app's clock with one the test controls."""
+    fake = FakeClock(datetime(2026, 1, 15, 10, 0, tzinfo=timezone.utc))
+    monkeypatch.setattr(clock, "now", fake)
+    return fake

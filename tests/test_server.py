@@ -78,3 +78,28 @@ def test_no_key_reaches_the_log(server) -> None:
 def test_boot_sh_is_what_make_run_serves(project_root: Path) -> None:
     makefile = (project_root / "Makefile").read_text()
     assert "./boot.sh" in makefile
+
+
+def test_last_use_is_written_once_across_both_workers(server, database_uri) -> None:
+    key = create(server, "busy@example.com").json()["data"]["api_key"]
+    first = requests.get(f"{server.url}/auth/keys", headers={"x-api-key": key}, timeout=10)
+    recorded = first.json()["data"][0]["last_used_at"]
+    assert recorded is not None
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: check(server, key).status_code, range(40)))
+    assert statuses == [200] * 40
+    again = requests.get(f"{server.url}/auth/keys", headers={"x-api-key": key}, timeout=10)
+    assert again.json()["data"][0]["last_used_at"] == recorded
+
+
+def test_a_revoked_key_is_refused_by_every_worker(server) -> None:
+    key = create(server, "revoked@example.com").json()["data"]["api_key"]
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(lambda _: check(server, key).status_code, range(8))) == {200}
+    key_id = requests.get(f"{server.url}/auth/keys", headers={"x-api-key": key}, timeout=10).json()["data"][0]["id"]
+    revoked = requests.delete(f"{server.url}/auth/keys/{key_id}", headers={"x-api-key": key}, timeout=10)
+    assert revoked.status_code == 200
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: check(server, key), range(8)))
+    for answer in answers:
+        envelope_error(answer, 401, "API key has been revoked")
