@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import clock, keys
 from ..errors import ApiError
@@ -97,9 +98,13 @@ def record_use(key: ApiKey, now: datetime) -> None:
     )
     try:
         with db.engine.begin() as connection:
-            connection.execute(statement)
+            written = connection.execute(statement).rowcount == 1
     except (OperationalError, InterfaceError) as error:
         current_app.logger.warning("last use of key %s not recorded: %s", key.id, type(error).__name__)
+        return
+    if written:
+        # Show the request what was written, without marking the object as changed.
+        set_committed_value(key, "last_used_at", now)
 
 
 def lock_user(user_id: int) -> None:
