@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from flask import Flask
 from sqlalchemy import event
 
-from . import config, errors, gate, health
+from . import commands, config, errors, gate, health
 from .auth import routes as auth_routes
 from .extensions import db, migrate
 
@@ -33,6 +33,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     errors.register_errorhandlers(app)
+    commands.register_commands(app)
     app.before_request(gate.require_api_key)
     return app
 

@@ -29,6 +29,12 @@ def field_messages(messages: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def describe_validation_error(error: ValidationError) -> tuple[str, dict[str, list[str]]]:
+    """One sentence naming every problem, and the problems by field."""
+    messages = field_messages(error.normalized_messages())
+    return "; ".join(problem for problems in messages.values() for problem in problems), messages
+
+
 def handle_http_exception(error: HTTPException) -> ResponseReturnValue:
     """Answer any HTTP error in the envelope, keeping a message given to abort()."""
     default = type(error).description
@@ -52,8 +58,7 @@ def handle_api_error(error: ApiError) -> ResponseReturnValue:
 
 def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
     """Answer invalid input with 400, one readable message, and the per-field details."""
-    messages = field_messages(error.normalized_messages())
-    sentence = "; ".join(problem for problems in messages.values() for problem in problems)
+    sentence, messages = describe_validation_error(error)
     return error_response(400, sentence, errors=messages)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
 
 from livekit_auth import clock, create_app
@@ -138,3 +138,9 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock(datetime(2026, 1, 15, 10, 0, tzinfo=timezone.utc))
     monkeypatch.setattr(clock, "now", fake)
     return fake
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A runner for the app's flask commands."""
+    return app.test_cli_runner()

@@ -50,9 +50,8 @@ def issued(key: ApiKey, secret: str) -> dict[str, Any]:
 def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
     fields = load_json_body(CreateKeySchema())
-    user, secret = services.register_user(
-        fields["user_name"], fields["user_email"], fields["org_name"]
-    )
+    user = services.register_user(fields["user_name"], fields["user_email"], fields["org_name"])
+    _, secret = services.issue_key(user, user.created_at)
     data = CreatedKeySchema().dump({"api_key": secret, **holder(user)})
     try:
         db.session.commit()

@@ -42,18 +42,17 @@ def issue_key(
     return key, issued.secret
 
 
-def register_user(name: str, email: str, org_name: str | None) -> tuple[User, str]:
-    """Stage a new user with a first key. Returns the user and the key."""
-    now = clock.now()
+def register_user(name: str, email: str, org_name: str | None) -> User:
+    """Stage a new user; committing fails with IntegrityError if the email is taken."""
     user = User(
         name=name,
         email=email,
         email_canonical=email.lower(),
         org_name=org_name or None,
-        created_at=now,
+        created_at=clock.now(),
     )
     db.session.add(user)
-    return user, issue_key(user, now)[1]
+    return user
 
 
 def authenticate(presented: str) -> ApiKey:

@@ -1,0 +1,129 @@
+"""flask CLI groups: `flask --app wsgi keys …`."""
+
+from datetime import timedelta
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from marshmallow import Schema, ValidationError
+from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
+
+from . import clock
+from .auth import services
+from .errors import ApiError, describe_validation_error
+from .extensions import db
+from .models import ApiKey, KeyStatus, User
+from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
+
+keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.")
+REVOKED_BY_CLI = "cli"
+
+
+def email_option(value: str | None) -> str | None:
+    """Validate and normalise an --email value."""
+    if value is None:
+        return None
+    try:
+        return normalise_email(value)
+    except ValidationError as error:
+        raise click.BadParameter("Invalid email address", param_hint="--email") from error
+
+
+def validated(schema: Schema, fields: dict[str, Any]) -> dict[str, Any]:
+    """Check options with the API's own schema, so the CLI accepts what the API accepts."""
+    try:
+        return schema.load({name: value for name, value in fields.items() if value is not None})
+    except ValidationError as error:
+        raise click.UsageError(describe_validation_error(error)[0]) from error
+
+
+@keys_cli.command("create")
+@click.option("--email", required=True, help="The key holder's email; a new user is registered.")
+@click.option("--name", help="A label for the key, up to 100 characters.")
+@click.option("--expires-in-days", type=int, help="Lifetime, 1 to 3650 days.")
+@click.option("--user-name", help="The holder's name when the user is new (default: from --email).")
+@click.option("--org", help="The holder's organisation when the user is new.")
+def create_key(
+    email: str, name: str | None, expires_in_days: int | None, user_name: str | None, org: str | None
+) -> None:
+    """Issue a key and print it, once."""
+    key_fields = validated(NewKeySchema(), {"name": name, "expires_in_days": expires_in_days})
+    address = email_option(email)
+    user = db.session.scalar(select(User).where(User.email_canonical == address.lower()))
+    if user is None:
+        holder = validated(CreateKeySchema(), {
+            "user_email": address, "user_name": user_name or address.split("@")[0], "org_name": org,
+        })
+        user = services.register_user(holder["user_name"], holder["user_email"], holder["org_name"])
+        db.session.flush()
+    try:
+        _, secret = services.add_key(user, key_fields["name"], key_fields["expires_in_days"])
+        db.session.commit()
+    except ApiError as error:
+        raise click.ClickException(error.message) from error
+    except IntegrityError as error:
+        raise click.ClickException("The user was registered meanwhile; run the command again") from error
+    click.echo(secret)
+
+
+@keys_cli.command("list")
+@click.option("--email", help="Only this user's keys.")
+@click.option("--status", type=click.Choice([s.value for s in KeyStatus]), help="Only keys in this state.")
+def list_keys(email: str | None, status: str | None) -> None:
+    """Print keys as a table: never a key, only its display prefix."""
+    query = select(ApiKey).join(ApiKey.user).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
+    address = email_option(email)
+    if address is not None:
+        query = query.where(User.email_canonical == address.lower())
+    now = clock.now()
+    row = "{:>6}  {:<14} {:<8} {:<32} {:<20} {:<26} {:<26}"
+    click.echo(row.format("id", "prefix", "status", "email", "name", "created_at", "expires_at"))
+    for key in db.session.scalars(query):
+        key_status = key.status(now).value
+        if status is not None and key_status != status:
+            continue
+        expires = timestamp(key.expires_at) if key.expires_at else "-"
+        click.echo(row.format(
+            key.id, key.display_prefix, key_status, key.user.email, key.name or "-",
+            timestamp(key.created_at), expires,
+        ))
+
+
+@keys_cli.command("revoke")
+@click.argument("prefix_or_id")
+def revoke_key(prefix_or_id: str) -> None:
+    """Revoke one key, named by its id or its display prefix."""
+    if prefix_or_id.isdigit():
+        matches = list(db.session.scalars(select(ApiKey).where(ApiKey.id == int(prefix_or_id))))
+    else:
+        matches = list(db.session.scalars(select(ApiKey).where(ApiKey.display_prefix == prefix_or_id)))
+    if not matches:
+        raise click.ClickException(f"No key has the id or prefix {prefix_or_id!r}")
+    if len(matches) > 1:
+        raise click.ClickException(f"{len(matches)} keys share the prefix {prefix_or_id!r}; use the id")
+    key = matches[0]
+    services.revoke(key, REVOKED_BY_CLI)
+    db.session.commit()
+    click.echo(f"Revoked key {key.id} ({key.display_prefix})")
+
+
+@keys_cli.command("prune")
+@click.option("--revoked-older-than-days", type=click.IntRange(min=0), required=True,
+              help="Delete keys revoked or expired more than this many days ago.")
+def prune_keys(revoked_older_than_days: int) -> None:
+    """Delete keys that were revoked or expired long ago; users stay."""
+    cutoff = clock.now() - timedelta(days=revoked_older_than_days)
+    statement = delete(ApiKey).where(
+        or_(ApiKey.revoked_at < cutoff, ApiKey.expires_at < cutoff)
+    )
+    deleted = db.session.execute(statement).rowcount
+    db.session.commit()
+    click.echo(f"Deleted {deleted} keys revoked or expired before {timestamp(cutoff)}")
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the CLI groups to the app."""
+    app.cli.add_command(keys_cli)

@@ -1,0 +1,87 @@
+"""flask keys create / list / revoke / prune."""
+
+import pytest
+
+from livekit_auth import keys
+
+def test_create_prints_a_working_key_once(runner, api) -> None:
+    result = runner.invoke(args=["keys", "create", "--email", "ops@example.com", "--name", "ci"])
+    assert result.exit_code == 0, result.output
+    secret = result.output.strip()
+    assert keys.is_well_formed(secret)
+    data = api.get("/auth/check-key", secret).json["data"]
+    assert data["user_email"] == "ops@example.com"
+    assert data["user_name"] == "ops"
+
+def test_create_adds_to_an_existing_user(runner, api) -> None:
+    first = api.new_key(user_email="john@example.com")
+    result = runner.invoke(args=["keys", "create", "--email", "JOHN@example.com", "--expires-in-days", "5"])
+    assert result.exit_code == 0, result.output
+    listed = api.get("/auth/keys", first).json["data"]
+    assert len(listed) == 2
+    assert listed[0]["expires_at"] is not None
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--email", "nope"], "Invalid email address"),
+        (["--email", "a@example.com", "--expires-in-days", "0"], "expires_in_days must be from 1 to 3650"),
+        (["--email", "a@example.com", "--name", "x" * 101], "name must be at most 100 characters"),
+        (["--email", "a@example.com", "--user-name", "a\x1bb"], "user_name must not contain control characters"),
+        ([], "Missing option '--email'"),
+    ],
+)
+def test_create_refuses_bad_options(runner, arguments, message) -> None:
+    result = runner.invoke(args=["keys", "create", *arguments])
+    assert result.exit_code == 2
+    assert message in result.output
+
+def test_create_respects_the_cap(app, runner) -> None:
+    app.config["MAX_ACTIVE_KEYS_PER_USER"] = 1
+    assert runner.invoke(args=["keys", "create", "--email", "a@example.com"]).exit_code == 0
+    result = runner.invoke(args=["keys", "create", "--email", "a@example.com"])
+    assert result.exit_code == 1
+    assert "at most 1 active keys" in result.output
+
+def test_list_shows_prefixes_never_keys(runner, api) -> None:
+    secret = api.new_key(user_email="john@example.com")
+    api.new_key(user_email="jane@example.com")
+    result = runner.invoke(args=["keys", "list", "--email", "john@example.com"])
+    assert result.exit_code == 0
+    assert keys.display_prefix(secret) in result.output
+    assert secret not in result.output
+    assert "jane@example.com" not in result.output
+
+def test_revoke_by_prefix_or_id(runner, api) -> None:
+    first = api.new_key(user_email="john@example.com")
+    second = api.new_key(user_email="jane@example.com")
+    assert runner.invoke(args=["keys", "revoke", keys.display_prefix(first)]).exit_code == 0
+    assert api.get("/auth/check-key", first).json["message"] == "API key has been revoked"
+    second_id = api.get("/auth/keys", second).json["data"][0]["id"]
+    assert runner.invoke(args=["keys", "revoke", str(second_id)]).exit_code == 0
+    assert api.get("/auth/check-key", second).status_code == 401
+    listed = runner.invoke(args=["keys", "list", "--status", "revoked"]).output
+    assert "john@example.com" in listed and "jane@example.com" in listed
+
+def test_revoke_an_unknown_key_fails(runner) -> None:
+    result = runner.invoke(args=["keys", "revoke", "lvk_nothing"])
+    assert result.exit_code == 1
+    assert "No key has the id or prefix" in result.output
+
+def test_prune_deletes_only_old_revoked_or_expired_keys(runner, api, frozen_clock) -> None:
+    kept = api.new_key(user_email="kept@example.com")
+    revoked = api.new_key(user_email="gone@example.com")
+    runner.invoke(args=["keys", "revoke", keys.display_prefix(revoked)])
+    frozen_clock.advance(days=10)
+    recent = api.new_key(user_email="recent@example.com")
+    runner.invoke(args=["keys", "revoke", keys.display_prefix(recent)])
+    result = runner.invoke(args=["keys", "prune", "--revoked-older-than-days", "5"])
+    assert result.exit_code == 0
+    assert "Deleted 1 keys" in result.output
+    listed = runner.invoke(args=["keys", "list"]).output
+    assert "gone@example.com" not in listed
+    assert "recent@example.com" in listed
+    assert api.get("/auth/check-key", kept).status_code == 200
+
+def test_prune_needs_its_option(runner) -> None:
+    assert runner.invoke(args=["keys", "prune"]).exit_code == 2
