@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from flask import Flask
 from sqlalchemy import event
 
-from . import commands, config, errors, gate, health
+from . import commands, config, errors, gate, health, openapi
 from .auth import routes as auth_routes
 from .extensions import db, migrate
 
@@ -59,6 +59,7 @@ def configure_sqlite(connection: sqlite3.Connection, record: Any) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Attach the API and probe blueprints."""
+    """Attach the API, probe and documentation blueprints."""
     app.register_blueprint(auth_routes.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)

@@ -97,7 +97,7 @@ def list_keys(email: str | None, status: str | None) -> None:
 def revoke_key(prefix_or_id: str) -> None:
     """Revoke one key, named by its id or its display prefix."""
     if prefix_or_id.isdigit():
-        matches = list(db.session.scalars(select(ApiKey).where(ApiKey.id == int(prefix_or_id))))
+        matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
     else:
         matches = list(db.session.scalars(select(ApiKey).where(ApiKey.display_prefix == prefix_or_id)))
     if not matches:

@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields
 
 from . import clock
 from .errors import ApiError
+from .models import KeyStatus
 
 INVALID_EMAIL = "Invalid email address"
 EMAIL_MAX_LENGTH = 254
@@ -48,7 +49,7 @@ class WholeNumber(NamedErrors, fields.Integer):
     default_error_messages = {"invalid": "{field} must be a whole number"}
 
     def __init__(self, *, minimum: int, maximum: int, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
+        super().__init__(strict=True, metadata={"minimum": minimum, "maximum": maximum}, **kwargs)
         self.minimum = minimum
         self.maximum = maximum
 
@@ -62,6 +63,10 @@ class WholeNumber(NamedErrors, fields.Integer):
 class Timestamp(fields.Field):
     """A UTC time written as the contract writes created_at, or null."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"example": "2024-01-15T10:00:00.000000"}
+        super().__init__(metadata=metadata, **kwargs)
+
     def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else timestamp(value)
 
@@ -70,7 +75,7 @@ class TrimmedText(NamedString):
     """A string of bounded length with outer whitespace removed and no control characters."""
 
     def __init__(self, *, min_length: int = 0, max_length: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(metadata={"minLength": min_length, "maxLength": max_length}, **kwargs)
         self.min_length = min_length
         self.max_length = max_length
 
@@ -100,6 +105,9 @@ def normalise_email(text: str) -> str:
 
 class Email(NamedString):
     """An email address field."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(metadata={"format": "email", "maxLength": EMAIL_MAX_LENGTH}, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return normalise_email(super()._deserialize(value, attr, data, **kwargs))
@@ -171,11 +179,14 @@ class KeySchema(Schema):
     id = fields.Integer()
     name = fields.String(allow_none=True)
     display_prefix = fields.String()
-    status = fields.Function(lambda key: key.status(clock.now()).value)
+    status = fields.Function(
+        lambda key: key.status(clock.now()).value,
+        metadata={"type": "string", "enum": [status.value for status in KeyStatus]},
+    )
     created_at = Timestamp()
-    expires_at = Timestamp()
-    last_used_at = Timestamp()
-    revoked_at = Timestamp()
+    expires_at = Timestamp(allow_none=True)
+    last_used_at = Timestamp(allow_none=True)
+    revoked_at = Timestamp(allow_none=True)
 
 
 class IssuedKeySchema(CreatedKeySchema):
@@ -188,7 +199,7 @@ class IssuedKeySchema(CreatedKeySchema):
 
     id = fields.Integer()
     name = fields.String(allow_none=True)
-    expires_at = Timestamp()
+    expires_at = Timestamp(allow_none=True)
 
 
 class RotatedKeySchema(IssuedKeySchema):
@@ -199,7 +210,7 @@ class RotatedKeySchema(IssuedKeySchema):
 
         fields = IssuedKeySchema.Meta.fields + ("previous_key_expires_at",)
 
-    previous_key_expires_at = Timestamp()
+    previous_key_expires_at = Timestamp(allow_none=True)
 
 
 def load_json_body(schema: Schema, optional: bool = False) -> dict[str, Any]:

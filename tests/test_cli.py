@@ -63,8 +63,9 @@ def test_revoke_by_prefix_or_id(runner, api) -> None:
     listed = runner.invoke(args=["keys", "list", "--status", "revoked"]).output
     assert "john@example.com" in listed and "jane@example.com" in listed
 
-def test_revoke_an_unknown_key_fails(runner) -> None:
-    result = runner.invoke(args=["keys", "revoke", "lvk_nothing"])
+@pytest.mark.parametrize("name", ["lvk_nothing", "12", str(10**20)])
+def test_revoke_an_unknown_key_fails(runner, name) -> None:
+    result = runner.invoke(args=["keys", "revoke", name])
     assert result.exit_code == 1
     assert "No key has the id or prefix" in result.output
 

@@ -242,6 +242,8 @@ def test_another_users_key_is_as_missing_as_no_key(app, api) -> None:
     their_id = listing(api, theirs)[0]["id"]
     envelope_error(revoke(api, mine, their_id), 404, "API key not found")
     envelope_error(revoke(api, mine, their_id + 1000), 404, "API key not found")
+    envelope_error(revoke(api, mine, 2**31), 404, "API key not found")
+    envelope_error(revoke(api, mine, 10**20), 404, "API key not found")
     assert api.get("/auth/check-key", theirs).status_code == 200
     assert stored_key(app, their_id).revoked_at is None
 

@@ -24,6 +24,7 @@ EXPIRED_KEY = "API key has expired"
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
 REVOKED_BY_USER = "api"
+MAX_KEY_ID = 2**31 - 1  # the largest INTEGER PostgreSQL stores
 
 
 def issue_key(
@@ -164,10 +165,17 @@ def rotate_key(
     return issue_key(old.user, now, old.name, expiry(now, expires_in_days))
 
 
+def key_by_id(key_id: int) -> ApiKey | None:
+    """A key by id; an id past the column's range names no key rather than failing."""
+    if not 0 < key_id <= MAX_KEY_ID:
+        return None
+    return db.session.get(ApiKey, key_id)
+
+
 def own_key(user: User, key_id: int) -> ApiKey:
     """One of the user's keys by id; another user's key is as missing as no key at all."""
-    key = db.session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user.id))
-    if key is None:
+    key = key_by_id(key_id)
+    if key is None or key.user_id != user.id:
         raise ApiError(404, KEY_NOT_FOUND)
     return key
 
