@@ -1,9 +1,9 @@
 """The database tables, as typed SQLAlchemy 2.0 models."""
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy import Date, DateTime, ForeignKey, Index, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -49,6 +49,9 @@ class User(db.Model):
     email_canonical: Mapped[str] = mapped_column(String(254), unique=True)
     org_name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Lower-cased copies, so the admin's case-insensitive prefix search uses an index.
+    name_lower: Mapped[str] = mapped_column(String(100), index=True)
+    org_name_lower: Mapped[str | None] = mapped_column(String(100), index=True)
 
     keys: Mapped[list["ApiKey"]] = relationship(back_populates="user")
 
@@ -71,9 +74,9 @@ class ApiKey(db.Model):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     display_prefix: Mapped[str] = mapped_column(String(16), index=True)
     name: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Who revoked it: "api" for the key's own user, an admin's email for an operator.
     revoked_by: Mapped[str | None] = mapped_column(String(254))
@@ -87,3 +90,55 @@ class ApiKey(db.Model):
         if self.expires_at is not None and self.expires_at <= at:
             return KeyStatus.EXPIRED
         return KeyStatus.ACTIVE
+
+
+class KeyUseDay(db.Model):
+    """A day on which a key was used: what the admin chart of keys used per day counts."""
+
+    __tablename__ = "key_use_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Admin(db.Model):
+    """An operator of the admin pages; not an API user."""
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AdminSession(db.Model):
+    """A signed-in admin's session, kept on the server so that logging out really ends it."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    admin: Mapped[Admin] = relationship()
+
+
+class AuditEvent(db.Model):
+    """Something an admin did, or tried: never a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(254), index=True)
+    address: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[str | None] = mapped_column(String(500))

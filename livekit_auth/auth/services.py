@@ -7,7 +7,9 @@ import hmac
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, Insert, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -15,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from .. import clock, keys
 from ..errors import ApiError
 from ..extensions import db
-from ..models import ApiKey, KeyStatus, User
+from ..models import ApiKey, KeyStatus, KeyUseDay, User
 
 INVALID_KEY = "Invalid API key"
 MISSING_KEY = "Invalid API key: the x-api-key header is missing"
@@ -47,9 +49,11 @@ def register_user(name: str, email: str, org_name: str | None) -> User:
     """Stage a new user; committing fails with IntegrityError if the email is taken."""
     user = User(
         name=name,
+        name_lower=name.lower(),
         email=email,
         email_canonical=email.lower(),
         org_name=org_name or None,
+        org_name_lower=org_name.lower() if org_name else None,
         created_at=clock.now(),
     )
     db.session.add(user)
@@ -96,15 +100,25 @@ def record_use(key: ApiKey, now: datetime) -> None:
         .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < threshold))
         .values(last_used_at=now)
     )
+    first_use_today = key.last_used_at is None or key.last_used_at.date() != now.date()
     try:
         with db.engine.begin() as connection:
             written = connection.execute(statement).rowcount == 1
+            if written and first_use_today:
+                day = {"day": now.date(), "key_id": key.id}
+                connection.execute(insert_ignoring_duplicates(connection, KeyUseDay, day))
     except (OperationalError, InterfaceError) as error:
         current_app.logger.warning("last use of key %s not recorded: %s", key.id, type(error).__name__)
         return
     if written:
         # Show the request what was written, without marking the object as changed.
         set_committed_value(key, "last_used_at", now)
+
+
+def insert_ignoring_duplicates(connection: Connection, model: type, values: dict) -> Insert:
+    """An INSERT that does nothing when the row exists, on either backend."""
+    dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    return dialect_insert(model).values(**values).on_conflict_do_nothing()
 
 
 def lock_user(user_id: int) -> None:
