@@ -8,8 +8,9 @@ from flask import Flask
 from sqlalchemy import event
 
 from . import commands, config, errors, gate, health, openapi
+from .admin import views as admin_views
 from .auth import routes as auth_routes
-from .extensions import db, migrate
+from .extensions import csrf, db, migrate
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -44,6 +45,7 @@ def register_extensions(app: Flask) -> None:
         os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
+    csrf.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", configure_sqlite)
@@ -59,7 +61,8 @@ def configure_sqlite(connection: sqlite3.Connection, record: Any) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Attach the API, probe and documentation blueprints."""
+    """Attach the API, probe, documentation and admin blueprints."""
     app.register_blueprint(auth_routes.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(admin_views.bp)

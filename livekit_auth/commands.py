@@ -1,4 +1,4 @@
-"""flask CLI groups: `flask --app wsgi keys …`."""
+"""flask CLI groups: `flask --app wsgi keys …` and `flask --app wsgi admin …`."""
 
 from datetime import timedelta
 from typing import Any
@@ -11,11 +11,12 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from . import clock
+from . import audit, clock
+from .admin import accounts
 from .auth import services
 from .errors import ApiError, describe_validation_error
 from .extensions import db
-from .models import ApiKey, KeyStatus, User
+from .models import Admin, AdminSession, ApiKey, KeyStatus, User
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.")
@@ -124,6 +125,53 @@ def prune_keys(revoked_older_than_days: int) -> None:
     click.echo(f"Deleted {deleted} keys revoked or expired before {timestamp(cutoff)}")
 
 
+admin_cli = AppGroup("admin", help="Manage the accounts that open the admin pages.")
+
+
+@admin_cli.command("create")
+@click.option("--email", required=True, help="The admin's email, used to log in.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
+def create_admin(email: str, password_stdin: bool) -> None:
+    """Create an admin account; the password is asked for twice, hidden."""
+    address = email_option(email).lower()
+    if accounts.find_admin(address) is not None:
+        raise click.ClickException(f"An admin with the email {address} already exists")
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        password_hash = accounts.hash_password(password)
+    except accounts.PasswordTooShort as error:
+        raise click.ClickException(str(error)) from error
+    db.session.add(Admin(email=address, password_hash=password_hash, created_at=clock.now()))
+    audit.record(audit.ADMIN_CREATED, actor=audit.COMMAND_LINE, target=address)
+    db.session.commit()
+    click.echo(f"Created admin {address}")
+
+
+@admin_cli.command("list")
+def list_admins() -> None:
+    """Print every admin account."""
+    for admin in db.session.scalars(select(Admin).order_by(Admin.email)):
+        click.echo(f"{admin.email}  created {timestamp(admin.created_at)}")
+
+
+@admin_cli.command("delete")
+@click.option("--email", required=True, help="The admin to delete.")
+def delete_admin(email: str) -> None:
+    """Delete an admin account; their sessions end with it."""
+    admin = accounts.find_admin(email)
+    if admin is None:
+        raise click.ClickException(f"No admin has the email {email.strip().lower()}")
+    db.session.execute(delete(AdminSession).where(AdminSession.admin_id == admin.id))
+    db.session.delete(admin)
+    audit.record(audit.ADMIN_DELETED, actor=audit.COMMAND_LINE, target=admin.email)
+    db.session.commit()
+    click.echo(f"Deleted admin {admin.email}")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the CLI groups to the app."""
     app.cli.add_command(keys_cli)
+    app.cli.add_command(admin_cli)

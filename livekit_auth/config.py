@@ -10,6 +10,7 @@ SQLITE_FILE = "livekit_auth.db"
 # Seconds a database may take to connect or to answer one statement before the
 # request fails with a 503 instead of hanging a worker.
 DATABASE_TIMEOUT_SECONDS = 5
+TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
 def database_url(raw: str | None, instance_path: str) -> str:
@@ -68,4 +69,13 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "MAX_ACTIVE_KEYS_PER_USER": int(environ.get("MAX_ACTIVE_KEYS_PER_USER", "20")),
         "LAST_USED_INTERVAL_SECONDS": int(environ.get("LAST_USED_INTERVAL_SECONDS", "60")),
+        "ROTATION_AGE_DAYS": int(environ.get("ROTATION_AGE_DAYS", "90")),
+        "ADMIN_IDLE_TIMEOUT_MINUTES": int(environ.get("ADMIN_IDLE_TIMEOUT_MINUTES", "30")),
+        "ADMIN_LOGIN_MAX_FAILURES": 5,
+        "ADMIN_LOGIN_WINDOW_MINUTES": 15,
+        "SESSION_COOKIE_NAME": "livekit_admin",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": environ.get("SESSION_COOKIE_SECURE", "").lower() in TRUE_WORDS,
+        "WTF_CSRF_CHECK_DEFAULT": False,
     }

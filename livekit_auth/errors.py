@@ -2,12 +2,13 @@
 
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .admin.paths import is_admin_path
 from .envelope import error_response
 from .extensions import db
 
@@ -35,14 +36,21 @@ def describe_validation_error(error: ValidationError) -> tuple[str, dict[str, li
     return "; ".join(problem for problems in messages.values() for problem in problems), messages
 
 
+def failure(status: int, message: str, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+    """The envelope for the API; an HTML page, never JSON, for the admin pages."""
+    if is_admin_path(request.path):
+        return render_template("admin/error.html", status=status, message=message), status, headers or {}
+    return error_response(status, message, headers=headers)
+
+
 def handle_http_exception(error: HTTPException) -> ResponseReturnValue:
-    """Answer any HTTP error in the envelope, keeping a message given to abort()."""
+    """Answer any HTTP error, keeping a message given to abort()."""
     default = type(error).description
     message = error.description if error.description and error.description != default else error.name
     headers = {}
     if error.code == 405 and error.valid_methods:
         headers["Allow"] = ", ".join(error.valid_methods)
-    return error_response(error.code or 500, message, headers=headers)
+    return failure(error.code or 500, message, headers)
 
 
 def handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
@@ -66,12 +74,12 @@ def handle_database_unavailable(error: Exception) -> ResponseReturnValue:
     """Answer 503 when the database cannot be reached; the pool reconnects by itself."""
     current_app.logger.warning("database unavailable: %s", type(error).__name__)
     db.session.rollback()
-    return error_response(503, "Service temporarily unavailable, try again shortly")
+    return failure(503, "Service temporarily unavailable, try again shortly")
 
 
 def handle_internal_error(error: HTTPException) -> ResponseReturnValue:
     """Answer an unexpected failure with a generic 500; Flask has already logged it."""
-    return error_response(500, "Internal server error")
+    return failure(500, "Internal server error")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -17,10 +17,15 @@ def public(target: Target) -> Target:
 
 
 def is_public_request() -> bool:
-    """Tell whether the matched endpoint is on the allow-list; unmatched paths never are."""
+    """Tell whether the request is on the allow-list; an unmatched path only under a public prefix."""
     endpoint = request.endpoint
     if endpoint is None:
-        return False
+        return any(
+            getattr(blueprint, "is_public", False)
+            and blueprint.url_prefix
+            and (request.path == blueprint.url_prefix or request.path.startswith(blueprint.url_prefix + "/"))
+            for blueprint in current_app.blueprints.values()
+        )
     if endpoint == "static":
         return True
     blueprint = current_app.blueprints.get(request.blueprint or "")

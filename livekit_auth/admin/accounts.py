@@ -1,0 +1,91 @@
+"""Admin accounts and their server-side sessions."""
+
+import secrets
+from datetime import datetime, timedelta
+
+from flask import current_app, session
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import joinedload
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .. import audit, clock, keys
+from ..extensions import db
+from ..models import Admin, AdminSession, AuditEvent
+
+SESSION_TOKEN = "admin_session"
+MIN_PASSWORD_LENGTH = 12
+# Compared against when the email is unknown, so that a wrong email costs as long as a
+# wrong password and timing does not reveal which accounts exist.
+UNKNOWN_ADMIN_HASH = generate_password_hash(secrets.token_hex(16))
+
+
+class PasswordTooShort(ValueError):
+    """A password under MIN_PASSWORD_LENGTH characters."""
+
+
+def hash_password(password: str) -> str:
+    """Hash a new admin password with scrypt, refusing short ones."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordTooShort(f"The password must be at least {MIN_PASSWORD_LENGTH} characters")
+    return generate_password_hash(password, method="scrypt")
+
+
+def find_admin(email: str) -> Admin | None:
+    """The admin with this email, compared case-insensitively."""
+    return db.session.scalar(select(Admin).where(Admin.email == email.strip().lower()))
+
+
+def verify_login(email: str, password: str) -> Admin | None:
+    """The admin whose email and password these are, or None; as slow either way."""
+    admin = find_admin(email)
+    stored = admin.password_hash if admin else UNKNOWN_ADMIN_HASH
+    if check_password_hash(stored, password) and admin is not None:
+        return admin
+    return None
+
+
+def recent_failures(email: str, address: str, now: datetime) -> int:
+    """Failed logins for this account or from this address within the throttle window."""
+    window = timedelta(minutes=current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"])
+    query = (
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.action == audit.LOGIN_FAILED, AuditEvent.at > now - window)
+        .where(or_(AuditEvent.target == email.strip().lower()[:254], AuditEvent.address == address))
+    )
+    return db.session.scalar(query) or 0
+
+
+def start_session(admin: Admin) -> None:
+    """Sign an admin in with a fresh server-side session; any earlier cookie state is dropped."""
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    db.session.add(
+        AdminSession(token_digest=keys.digest(token), admin=admin, created_at=now, last_seen_at=now)
+    )
+    session.clear()
+    session[SESSION_TOKEN] = token
+
+
+def current_session() -> AdminSession | None:
+    """The signed-in admin's live session, touched now; None when absent, ended or idle."""
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str):
+        return None
+    found = db.session.scalar(
+        select(AdminSession)
+        .options(joinedload(AdminSession.admin))
+        .where(AdminSession.token_digest == keys.digest(token))
+    )
+    now = clock.now()
+    idle = timedelta(minutes=current_app.config["ADMIN_IDLE_TIMEOUT_MINUTES"])
+    if found is None or found.ended_at is not None or now - found.last_seen_at > idle:
+        return None
+    found.last_seen_at = now
+    return found
+
+
+def end_session(admin_session: AdminSession) -> None:
+    """End a session on the server, so that a copy of its cookie opens nothing."""
+    admin_session.ended_at = clock.now()
+    session.clear()

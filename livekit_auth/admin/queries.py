@@ -1,0 +1,151 @@
+"""What the admin pages read: pages of keys, the overview, the audit log.
+
+Every query walks an index. Counts over the whole table are the one exception, so they are
+kept for OVERVIEW_SECONDS per worker instead of being recomputed on each page view.
+"""
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from ..extensions import db
+from ..models import ApiKey, AuditEvent, KeyStatus, KeyUseDay, User
+
+PAGE_SIZE = 50
+CHART_DAYS = 30
+OVERVIEW_SECONDS = 60
+SORTS = {"created": ApiKey.created_at, "last_used": ApiKey.last_used_at}
+
+
+@dataclass
+class Page:
+    """One page of rows, and whether there are more after it."""
+
+    rows: list[Any]
+    number: int
+    has_next: bool
+
+
+@dataclass
+class Overview:
+    """Counts of keys by state, and keys created and used on each recent day."""
+
+    active: int
+    revoked: int
+    stale: int
+    days: list[date]
+    created_per_day: list[int]
+    used_per_day: list[int]
+
+
+def starts_with(column: InstrumentedAttribute[Any], prefix: str) -> ColumnElement[bool]:
+    """column LIKE 'prefix%', with a range the column's B-tree index can answer."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return and_(column >= prefix, column < prefix + "\U0010ffff", column.like(escaped + "%", escape="\\"))
+
+
+def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
+    """SQL for keys in a state at a moment, matching ApiKey.status."""
+    not_expired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
+    if status is KeyStatus.REVOKED:
+        return ApiKey.revoked_at.is_not(None)
+    if status is KeyStatus.EXPIRED:
+        return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+    return and_(ApiKey.revoked_at.is_(None), not_expired)
+
+
+def search(query: Select[Any], text: str) -> Select[Any]:
+    """Narrow to keys whose prefix, or whose owner's email, name or organisation, starts with text."""
+    if text.startswith("lvk_"):
+        return query.where(starts_with(ApiKey.display_prefix, text))
+    term = text.lower()
+    return query.where(
+        or_(
+            starts_with(User.email_canonical, term),
+            starts_with(User.name_lower, term),
+            starts_with(User.org_name_lower, term),
+        )
+    )
+
+
+def key_page(
+    text: str, status: KeyStatus | None, sort: str, number: int, now: datetime
+) -> Page:
+    """A page of keys with their owners, newest (or most recently used) first."""
+    query = select(ApiKey, User).join(User, ApiKey.user_id == User.id)
+    if text:
+        query = search(query, text)
+    if status is not None:
+        query = query.where(status_condition(status, now))
+    column = SORTS.get(sort, ApiKey.created_at)
+    query = query.order_by(column.desc().nulls_last(), ApiKey.id.desc())
+    rows = db.session.execute(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
+    return Page(rows[:PAGE_SIZE], number, len(rows) > PAGE_SIZE)
+
+
+def owner_keys(user_id: int) -> list[ApiKey]:
+    """All of one user's keys, newest first."""
+    query = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc())
+    return list(db.session.scalars(query))
+
+
+def audit_page(number: int) -> Page:
+    """A page of the audit log, newest first."""
+    query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    rows = list(db.session.scalars(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    return Page(rows[:PAGE_SIZE], number, len(rows) > PAGE_SIZE)
+
+
+def count_keys(*conditions: ColumnElement[bool]) -> int:
+    """How many keys meet every condition."""
+    return db.session.scalar(select(func.count()).select_from(ApiKey).where(*conditions)) or 0
+
+
+def compute_overview(now: datetime) -> Overview:
+    """Count keys by state and by day; the costly part of the overview."""
+    rotation_age = timedelta(days=current_app.config["ROTATION_AGE_DAYS"])
+    active = status_condition(KeyStatus.ACTIVE, now)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    starts = [midnight - timedelta(days=back) for back in range(CHART_DAYS - 1, -1, -1)]
+    created = [
+        count_keys(ApiKey.created_at >= start, ApiKey.created_at < start + timedelta(days=1))
+        for start in starts
+    ]
+    used_rows = db.session.execute(
+        select(KeyUseDay.day, func.count())
+        .where(KeyUseDay.day >= starts[0].date())
+        .group_by(KeyUseDay.day)
+    ).all()
+    used = dict(used_rows)
+    return Overview(
+        active=count_keys(active),
+        revoked=count_keys(ApiKey.revoked_at.is_not(None)),
+        stale=count_keys(active, ApiKey.created_at < now - rotation_age),
+        days=[start.date() for start in starts],
+        created_per_day=created,
+        used_per_day=[used.get(start.date(), 0) for start in starts],
+    )
+
+
+_overview_cache: dict[str, tuple[float, Overview]] = {}
+
+
+def overview(now: datetime) -> Overview:
+    """The overview, recomputed at most every OVERVIEW_SECONDS in each worker."""
+    database = current_app.config["SQLALCHEMY_DATABASE_URI"]
+    cached = _overview_cache.get(database)
+    if cached is not None and time.monotonic() - cached[0] < OVERVIEW_SECONDS:
+        return cached[1]
+    fresh = compute_overview(now)
+    _overview_cache[database] = (time.monotonic(), fresh)
+    return fresh
+
+
+def forget_overview() -> None:
+    """Drop the cached overview, after a change an admin made should show at once."""
+    _overview_cache.clear()

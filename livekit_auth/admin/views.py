@@ -1,0 +1,217 @@
+"""The admin pages, server-rendered, behind their own login."""
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
+
+from .. import audit, clock
+from ..auth import services
+from ..extensions import csrf, db
+from ..gate import public
+from ..models import ApiKey, KeyStatus, User
+from . import accounts, queries
+from .forms import ConfirmForm, LoginForm
+from .paths import PREFIX, is_admin_path
+
+bp = public(Blueprint("admin", __name__, url_prefix=PREFIX))
+INVALID_LOGIN = "Invalid email or password"
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
+
+
+@bp.app_template_filter("when")
+def when(moment: datetime) -> str:
+    """A UTC time to the minute, as the admin pages show times."""
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+@bp.before_request
+def require_admin() -> ResponseReturnValue | None:
+    """Check the CSRF token of every form, and send visitors without a session to log in."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+    if request.endpoint == "admin.login":
+        return None
+    admin_session = accounts.current_session()
+    if admin_session is None:
+        session.clear()
+        target = request.full_path if request.method == "GET" else None
+        return redirect(url_for("admin.login", next=target))
+    g.admin_session = admin_session
+    g.admin = admin_session.admin
+    db.session.commit()
+    return None
+
+
+@bp.after_app_request
+def add_security_headers(response: Response) -> Response:
+    """Give every admin response, error pages included, the browser protections."""
+    if is_admin_path(request.path):
+        response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after login: only a path inside the admin pages."""
+    if target and not urlsplit(target).netloc and target.startswith(PREFIX + "/"):
+        return target
+    return url_for("admin.keys")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Sign in with email and password; repeated failures are slowed down."""
+    form = LoginForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("admin/login.html", form=form), status
+    email = form.email.data.strip().lower()
+    address = audit.client_address()
+    limit = current_app.config["ADMIN_LOGIN_MAX_FAILURES"]
+    if accounts.recent_failures(email, address, clock.now()) >= limit:
+        window = current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"]
+        flash(f"Too many failed attempts. Try again in {window} minutes.", "error")
+        return render_template("admin/login.html", form=form), 429
+    admin = accounts.verify_login(email, form.password.data)
+    if admin is None:
+        audit.record(audit.LOGIN_FAILED, actor=email, target=email)
+        db.session.commit()
+        flash(INVALID_LOGIN, "error")
+        return render_template("admin/login.html", form=form), 401
+    accounts.start_session(admin)
+    audit.record(audit.LOGIN, actor=admin.email, target=admin.email)
+    db.session.commit()
+    return redirect(safe_next(request.args.get("next")))
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the session on the server and forget the cookie."""
+    audit.record(audit.LOGOUT, actor=g.admin.email, target=g.admin.email)
+    accounts.end_session(g.admin_session)
+    db.session.commit()
+    flash("You have been logged out.", "info")
+    return redirect(url_for("admin.login"))
+
+
+def page_number() -> int:
+    """The ?page= argument, at least 1."""
+    return max(request.args.get("page", 1, type=int) or 1, 1)
+
+
+@bp.get("/")
+def keys() -> ResponseReturnValue:
+    """Every key: overview, search, status filter, sort and pages of 50."""
+    now = clock.now()
+    text = request.args.get("q", "").strip()[:254]
+    status_name = request.args.get("status", "")
+    status = KeyStatus(status_name) if status_name in KeyStatus.__members__.values() else None
+    sort = request.args.get("sort", "created")
+    page = queries.key_page(text, status, sort, page_number(), now)
+    overview = queries.overview(now)
+    return render_template(
+        "admin/keys.html",
+        page=page,
+        q=text,
+        status=status.value if status else "",
+        sort=sort if sort in queries.SORTS else "created",
+        overview=overview,
+        chart=chart(overview),
+        now=now,
+        rotation_days=current_app.config["ROTATION_AGE_DAYS"],
+    )
+
+
+def chart(overview: queries.Overview) -> dict[str, Any]:
+    """Polyline points for the 30-day chart of keys created and keys used."""
+    width, height, pad = 600, 160, 20
+    peak = max([1, *overview.created_per_day, *overview.used_per_day])
+    step = (width - 2 * pad) / (len(overview.days) - 1)
+
+    def points(series: list[int]) -> str:
+        return " ".join(
+            f"{pad + i * step:.1f},{height - pad - value * (height - 2 * pad) / peak:.1f}"
+            for i, value in enumerate(series)
+        )
+
+    return {
+        "width": width,
+        "height": height,
+        "peak": peak,
+        "created": points(overview.created_per_day),
+        "used": points(overview.used_per_day),
+        "first": overview.days[0],
+        "last": overview.days[-1],
+    }
+
+
+def key_or_404(key_id: int) -> ApiKey:
+    """A key by id, or the admin's 404 page."""
+    key = services.key_by_id(key_id)
+    if key is None:
+        abort(404)
+    return key
+
+
+@bp.get("/keys/<int:key_id>")
+def key_detail(key_id: int) -> ResponseReturnValue:
+    """One key, its owner's other keys, and the revoke action."""
+    key = key_or_404(key_id)
+    owner: User = key.user
+    return render_template(
+        "admin/key.html",
+        key=key,
+        owner=owner,
+        others=[other for other in queries.owner_keys(owner.id) if other.id != key.id],
+        now=clock.now(),
+        rotation_days=current_app.config["ROTATION_AGE_DAYS"],
+        form=ConfirmForm(),
+    )
+
+
+@bp.route("/keys/<int:key_id>/revoke", methods=["GET", "POST"])
+def revoke(key_id: int) -> ResponseReturnValue:
+    """Confirm, then revoke: the key is refused by every worker on its next request."""
+    key = key_or_404(key_id)
+    form = ConfirmForm()
+    if request.method == "GET":
+        return render_template("admin/confirm_revoke.html", key=key, form=form)
+    if key.revoked_at is None:
+        services.revoke(key, g.admin.email)
+        audit.record(audit.REVOKE, actor=g.admin.email, target=key.display_prefix,
+                     detail=f"key {key.id} of {key.user.email}")
+        db.session.commit()
+        queries.forget_overview()
+        flash(f"Key {key.display_prefix}… revoked.", "info")
+    else:
+        flash(f"Key {key.display_prefix}… was already revoked.", "info")
+    return redirect(url_for("admin.key_detail", key_id=key.id))
+
+
+@bp.get("/audit")
+def audit_log() -> ResponseReturnValue:
+    """Every admin action, newest first, 50 per page."""
+    return render_template("admin/audit.html", page=queries.audit_page(page_number()))
