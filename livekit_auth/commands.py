@@ -1,5 +1,6 @@
 """flask CLI groups: `flask --app wsgi keys …` and `flask --app wsgi admin …`."""
 
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -137,7 +138,7 @@ def create_admin(email: str, password_stdin: bool) -> None:
     if accounts.find_admin(address) is not None:
         raise click.ClickException(f"An admin with the email {address} already exists")
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:

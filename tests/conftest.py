@@ -1,5 +1,6 @@
 """Fixtures: an app on each database backend, a client, and helpers that speak the API."""
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,7 +14,9 @@ from flask_migrate import upgrade
 
 from livekit_auth import clock, create_app
 from livekit_auth.config import database_url
+from livekit_auth.admin.accounts import hash_password
 from livekit_auth.extensions import db
+from livekit_auth.models import Admin
 
 from .support import empty_tables, require_service
 
@@ -144,3 +147,51 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 def runner(app: Flask) -> FlaskCliRunner:
     """A runner for the app's flask commands."""
     return app.test_cli_runner()
+
+
+ADMIN_EMAIL = "ops@example.com"
+ADMIN_PASSWORD = "correct horse battery"
+
+
+class AdminActions:
+    """A browser's worth of admin actions through the test client."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def csrf_token(self, path: str = "/admin/login") -> str:
+        """The CSRF token from a page's form."""
+        html = self.client.get(path).get_data(as_text=True)
+        match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+        assert match, html
+        return match.group(1)
+
+    def login(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> Any:
+        """Submit the login form with a valid CSRF token."""
+        token = self.csrf_token()
+        return self.client.post(
+            "/admin/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    def post(self, path: str, form_page: str, **data: str) -> Any:
+        """Submit a form found on form_page to path, with its CSRF token."""
+        return self.client.post(path, data={"csrf_token": self.csrf_token(form_page), **data})
+
+
+@pytest.fixture
+def admin_account(app: Flask) -> str:
+    """An admin account in the database; returns its email."""
+    with app.app_context():
+        db.session.add(
+            Admin(email=ADMIN_EMAIL, password_hash=hash_password(ADMIN_PASSWORD), created_at=clock.now())
+        )
+        db.session.commit()
+    return ADMIN_EMAIL
+
+
+@pytest.fixture
+def admin(client: FlaskClient, admin_account: str) -> AdminActions:
+    """The admin helper, already logged in."""
+    actions = AdminActions(client)
+    assert actions.login().status_code == 302
+    return actions

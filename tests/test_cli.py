@@ -2,7 +2,10 @@
 
 import pytest
 
+from sqlalchemy import select
+
 from livekit_auth import keys
+from livekit_auth.extensions import db
 
 def test_create_prints_a_working_key_once(runner, api) -> None:
     result = runner.invoke(args=["keys", "create", "--email", "ops@example.com", "--name", "ci"])
@@ -86,3 +89,53 @@ def test_prune_deletes_only_old_revoked_or_expired_keys(runner, api, frozen_cloc
 
 def test_prune_needs_its_option(runner) -> None:
     assert runner.invoke(args=["keys", "prune"]).exit_code == 2
+
+
+def test_admin_create_asks_for_the_password_twice(app, runner) -> None:
+    from livekit_auth.admin.accounts import verify_login
+
+    result = runner.invoke(
+        args=["admin", "create", "--email", "Ops@Example.com"],
+        input="a long passphrase\na long passphrase\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Password") == 1 and "Repeat" in result.output
+    assert "a long passphrase" not in result.output
+    with app.app_context():
+        assert verify_login("ops@example.com", "a long passphrase") is not None
+
+
+def test_admin_create_reads_stdin_for_scripts(app, runner) -> None:
+    result = runner.invoke(
+        args=["admin", "create", "--email", "ops@example.com", "--password-stdin"],
+        input="scripted password\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "ops@example.com" in runner.invoke(args=["admin", "list"]).output
+
+
+def test_admin_passwords_are_at_least_twelve_characters(runner) -> None:
+    result = runner.invoke(
+        args=["admin", "create", "--email", "ops@example.com", "--password-stdin"], input="elevenchars\n"
+    )
+    assert result.exit_code == 1
+    assert "at least 12 characters" in result.output
+
+
+def test_admin_passwords_are_stored_hashed(app, runner) -> None:
+    from livekit_auth.models import Admin
+
+    runner.invoke(args=["admin", "create", "--email", "ops@example.com", "--password-stdin"],
+                  input="a long passphrase\n")
+    with app.app_context():
+        stored = db.session.scalar(select(Admin.password_hash))
+    assert stored.startswith("scrypt:") and "a long passphrase" not in stored
+
+
+def test_admin_create_refuses_a_duplicate_and_delete_removes(runner) -> None:
+    arguments = ["admin", "create", "--email", "ops@example.com", "--password-stdin"]
+    assert runner.invoke(args=arguments, input="a long passphrase\n").exit_code == 0
+    assert runner.invoke(args=arguments, input="a long passphrase\n").exit_code == 1
+    assert runner.invoke(args=["admin", "delete", "--email", "OPS@example.com"]).exit_code == 0
+    assert "ops@example.com" not in runner.invoke(args=["admin", "list"]).output
+    assert runner.invoke(args=["admin", "delete", "--email", "ops@example.com"]).exit_code == 1

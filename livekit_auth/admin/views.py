@@ -58,7 +58,7 @@ def require_admin() -> ResponseReturnValue | None:
     admin_session = accounts.current_session()
     if admin_session is None:
         session.clear()
-        target = request.full_path if request.method == "GET" else None
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("admin.login", next=target))
     g.admin_session = admin_session
     g.admin = admin_session.admin
