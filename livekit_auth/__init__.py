@@ -11,6 +11,7 @@ from . import commands, config, errors, gate, health, openapi
 from .admin import views as admin_views
 from .auth import routes as auth_routes
 from .extensions import csrf, db, migrate
+from .key_cache import KeyCache
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -35,6 +36,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     errors.register_errorhandlers(app)
     commands.register_commands(app)
+    app.extensions["key_cache"] = KeyCache(
+        app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"]
+    )
     app.before_request(gate.require_api_key)
     return app
 

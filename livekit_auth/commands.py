@@ -122,6 +122,7 @@ def prune_keys(revoked_older_than_days: int) -> None:
         or_(ApiKey.revoked_at < cutoff, ApiKey.expires_at < cutoff)
     )
     deleted = db.session.execute(statement).rowcount
+    services.announce_key_change()
     db.session.commit()
     click.echo(f"Deleted {deleted} keys revoked or expired before {timestamp(cutoff)}")
 

@@ -69,6 +69,8 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "MAX_ACTIVE_KEYS_PER_USER": int(environ.get("MAX_ACTIVE_KEYS_PER_USER", "20")),
         "LAST_USED_INTERVAL_SECONDS": int(environ.get("LAST_USED_INTERVAL_SECONDS", "60")),
+        "KEY_CACHE_SIZE": int(environ.get("KEY_CACHE_SIZE", "10000")),
+        "KEY_CACHE_POLL_SECONDS": float(environ.get("KEY_CACHE_POLL_SECONDS", "0.5")),
         "ROTATION_AGE_DAYS": int(environ.get("ROTATION_AGE_DAYS", "90")),
         "ADMIN_IDLE_TIMEOUT_MINUTES": int(environ.get("ADMIN_IDLE_TIMEOUT_MINUTES", "30")),
         "ADMIN_LOGIN_MAX_FAILURES": 5,

@@ -42,4 +42,4 @@ def require_api_key() -> None:
     if presented is None:
         raise ApiError(401, MISSING_KEY)
     g.api_key = authenticate(presented)
-    g.user = g.api_key.user
+    g.user = g.api_key.holder

@@ -3,7 +3,7 @@
 from datetime import date, datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import Date, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -64,6 +64,15 @@ class KeyStatus(StrEnum):
     REVOKED = "revoked"
 
 
+def key_status(revoked_at: datetime | None, expires_at: datetime | None, at: datetime) -> KeyStatus:
+    """A key's status at a moment; a key expires at the instant expires_at names."""
+    if revoked_at is not None:
+        return KeyStatus.REVOKED
+    if expires_at is not None and expires_at <= at:
+        return KeyStatus.EXPIRED
+    return KeyStatus.ACTIVE
+
+
 class ApiKey(db.Model):
     """An issued key, known only by its SHA-256 digest and a display prefix."""
 
@@ -84,12 +93,17 @@ class ApiKey(db.Model):
     user: Mapped[User] = relationship(back_populates="keys")
 
     def status(self, at: datetime) -> KeyStatus:
-        """The key's status at a moment; a key expires at the instant expires_at names."""
-        if self.revoked_at is not None:
-            return KeyStatus.REVOKED
-        if self.expires_at is not None and self.expires_at <= at:
-            return KeyStatus.EXPIRED
-        return KeyStatus.ACTIVE
+        """The key's status at a moment."""
+        return key_status(self.revoked_at, self.expires_at, at)
+
+
+class KeyChanges(db.Model):
+    """One row whose version moves with every change that can make a key unusable."""
+
+    __tablename__ = "key_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class KeyUseDay(db.Model):

@@ -10,6 +10,7 @@ from ..envelope import success_response
 from ..errors import ApiError
 from ..extensions import db
 from ..gate import public
+from ..key_cache import Holder
 from ..models import ApiKey, User
 from ..schemas import (
     CheckedKeySchema,
@@ -27,9 +28,10 @@ from . import services
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 KEY_CREATED = "API key created successfully, Store it securely"
+CHECKED_KEY = CheckedKeySchema()  # built once: check-key runs in front of every API call
 
 
-def holder(user: User) -> dict[str, Any]:
+def holder(user: User | Holder) -> dict[str, Any]:
     """The user's fields as the API names them."""
     return {"user_name": user.name, "org_name": user.org_name, "user_email": user.email}
 
@@ -65,7 +67,7 @@ def create_key() -> ResponseReturnValue:
 def check_key() -> ResponseReturnValue:
     """Describe the key the gate has already authenticated."""
     data = {**holder(g.user), "created_at": g.api_key.created_at}
-    return success_response("API key is valid", CheckedKeySchema().dump(data))
+    return success_response("API key is valid", CHECKED_KEY.dump(data))
 
 
 @bp.get("/keys")
@@ -78,7 +80,8 @@ def list_keys() -> ResponseReturnValue:
 def add_key() -> ResponseReturnValue:
     """Issue another key to the caller's user."""
     fields = load_json_body(NewKeySchema(), optional=True)
-    key, secret = services.add_key(g.user, fields["name"], fields["expires_in_days"])
+    user = db.session.get(User, g.user.id)
+    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"])
     db.session.flush()
     data = IssuedKeySchema().dump(issued(key, secret))
     db.session.commit()
@@ -89,7 +92,7 @@ def add_key() -> ResponseReturnValue:
 def rotate_key() -> ResponseReturnValue:
     """Replace the calling key; it keeps working for the grace period, then expires."""
     fields = load_json_body(RotateKeySchema(), optional=True)
-    old = g.api_key
+    old = db.session.get(ApiKey, g.api_key.id)
     key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"])
     db.session.flush()
     data = RotatedKeySchema().dump({**issued(key, secret), "previous_key_expires_at": old.expires_at})
@@ -100,7 +103,7 @@ def rotate_key() -> ResponseReturnValue:
 @bp.delete("/keys/<int:key_id>")
 def revoke_key(key_id: int) -> ResponseReturnValue:
     """Revoke one of the caller's keys, the calling key included; twice is harmless."""
-    key = services.own_key(g.user, key_id)
+    key = services.own_key(g.user.id, key_id)
     services.revoke(key, services.REVOKED_BY_USER)
     data = KeySchema().dump(key)
     db.session.commit()

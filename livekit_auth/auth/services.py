@@ -11,13 +11,12 @@ from sqlalchemy import Connection, Insert, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import joinedload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import clock, keys
 from ..errors import ApiError
 from ..extensions import db
-from ..models import ApiKey, KeyStatus, KeyUseDay, User
+from ..key_cache import KeyCache, KnownKey
+from ..models import ApiKey, KeyChanges, KeyStatus, KeyUseDay, User
 
 INVALID_KEY = "Invalid API key"
 MISSING_KEY = "Invalid API key: the x-api-key header is missing"
@@ -60,30 +59,66 @@ def register_user(name: str, email: str, org_name: str | None) -> User:
     return user
 
 
-def authenticate(presented: str) -> ApiKey:
-    """Return the active stored key for a presented secret, or raise a 401.
+def authenticate(presented: str) -> KnownKey:
+    """Return the active key for a presented secret, or raise a 401.
 
-    A key with the wrong shape or checksum is refused before any query.
+    A key with the wrong shape or checksum is refused before any query; a key seen recently
+    is answered from this worker's cache, which every key change empties.
     """
     if not keys.is_well_formed(presented):
         raise ApiError(401, INVALID_KEY)
     wanted = keys.digest(presented)
-    found = db.session.scalar(
-        select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.digest == wanted)
-    )
-    if found is None or not hmac.compare_digest(found.digest, wanted):
+    cache = key_cache()
+    cache.sync(read_key_changes)
+    known = cache.get(wanted) or look_up(wanted)
+    if known is None or not hmac.compare_digest(known.digest, wanted):
         raise ApiError(401, INVALID_KEY)
+    cache.put(known)
     now = clock.now()
-    status = found.status(now)
+    status = known.status(now)
     if status is KeyStatus.REVOKED:
         raise ApiError(401, REVOKED_KEY)
     if status is KeyStatus.EXPIRED:
         raise ApiError(401, EXPIRED_KEY)
-    record_use(found, now)
-    return found
+    record_use(known, now)
+    return known
 
 
-def record_use(key: ApiKey, now: datetime) -> None:
+def look_up(digest: str) -> KnownKey | None:
+    """Read a key and its holder by digest: one indexed query of the columns needed."""
+    row = db.session.execute(
+        select(
+            ApiKey.id, ApiKey.user_id, ApiKey.digest, ApiKey.display_prefix, ApiKey.created_at,
+            ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
+            User.name, User.email, User.org_name,
+        )
+        .join(User, ApiKey.user_id == User.id)
+        .where(ApiKey.digest == digest)
+    ).first()
+    return None if row is None else KnownKey(*row)
+
+
+def key_cache() -> KeyCache:
+    """This worker's cache of keys for the current app."""
+    return current_app.extensions["key_cache"]
+
+
+def read_key_changes() -> int:
+    """The current version of the keys, which moves with every change."""
+    return db.session.scalar(select(KeyChanges.version).where(KeyChanges.id == 1)) or 0
+
+
+def announce_key_change() -> None:
+    """Stage a bump of the keys' version, so that every worker drops its cached keys."""
+    bumped = db.session.execute(
+        update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)
+    )
+    if bumped.rowcount == 0:
+        db.session.add(KeyChanges(id=1, version=1))
+    key_cache().clear()
+
+
+def record_use(key: KnownKey, now: datetime) -> None:
     """Note that a key was used, writing at most once per LAST_USED_INTERVAL_SECONDS.
 
     The write is its own short transaction, apart from the request's work, and its
@@ -111,8 +146,7 @@ def record_use(key: ApiKey, now: datetime) -> None:
         current_app.logger.warning("last use of key %s not recorded: %s", key.id, type(error).__name__)
         return
     if written:
-        # Show the request what was written, without marking the object as changed.
-        set_committed_value(key, "last_used_at", now)
+        key.last_used_at = now
 
 
 def insert_ignoring_duplicates(connection: Connection, model: type, values: dict) -> Insert:
@@ -176,6 +210,7 @@ def rotate_key(
     grace_end = now + timedelta(hours=grace_hours)
     if old.expires_at is None or grace_end < old.expires_at:
         old.expires_at = grace_end
+        announce_key_change()
     return issue_key(old.user, now, old.name, expiry(now, expires_in_days))
 
 
@@ -186,10 +221,10 @@ def key_by_id(key_id: int) -> ApiKey | None:
     return db.session.get(ApiKey, key_id)
 
 
-def own_key(user: User, key_id: int) -> ApiKey:
+def own_key(user_id: int, key_id: int) -> ApiKey:
     """One of the user's keys by id; another user's key is as missing as no key at all."""
     key = key_by_id(key_id)
-    if key is None or key.user_id != user.id:
+    if key is None or key.user_id != user_id:
         raise ApiError(404, KEY_NOT_FOUND)
     return key
 
@@ -199,6 +234,7 @@ def revoke(key: ApiKey, revoked_by: str) -> None:
     if key.revoked_at is None:
         key.revoked_at = clock.now()
         key.revoked_by = revoked_by
+        announce_key_change()
 
 
 def user_keys(user_id: int) -> list[ApiKey]:
