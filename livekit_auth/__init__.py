@@ -12,6 +12,7 @@ from .admin import views as admin_views
 from .auth import routes as auth_routes
 from .extensions import csrf, db, migrate
 from .key_cache import KeyCache
+from .usage import UsageRecorder
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -39,6 +40,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["key_cache"] = KeyCache(
         app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"]
     )
+    with app.app_context():
+        app.extensions["usage"] = UsageRecorder(
+            db.engine,
+            app.config["LAST_USED_INTERVAL_SECONDS"],
+            app.config["LAST_USED_FLUSH_SECONDS"],
+        )
     app.before_request(gate.require_api_key)
     return app
 
@@ -59,6 +66,9 @@ def configure_sqlite(connection: sqlite3.Connection, record: Any) -> None:
     """WAL lets readers and one writer work at once; the busy timeout makes writers queue."""
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives any
+    # crash of the application, though the last ones may be lost if the machine loses power.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

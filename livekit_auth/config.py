@@ -27,8 +27,9 @@ def engine_options(url: str) -> dict[str, Any]:
     """Return engine settings that keep a failing database from hanging requests."""
     if url.startswith("postgresql"):
         timeout_ms = DATABASE_TIMEOUT_SECONDS * 1000
+        # No pre-ping (a round trip per request): a connection found dead fails one request
+        # with 503, and SQLAlchemy then replaces every pooled connection made before it.
         return {
-            "pool_pre_ping": True,
             "connect_args": {
                 "connect_timeout": DATABASE_TIMEOUT_SECONDS,
                 "options": f"-c statement_timeout={timeout_ms}",
@@ -69,6 +70,7 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "MAX_ACTIVE_KEYS_PER_USER": int(environ.get("MAX_ACTIVE_KEYS_PER_USER", "20")),
         "LAST_USED_INTERVAL_SECONDS": int(environ.get("LAST_USED_INTERVAL_SECONDS", "60")),
+        "LAST_USED_FLUSH_SECONDS": float(environ.get("LAST_USED_FLUSH_SECONDS", "2")),
         "KEY_CACHE_SIZE": int(environ.get("KEY_CACHE_SIZE", "10000")),
         "KEY_CACHE_POLL_SECONDS": float(environ.get("KEY_CACHE_POLL_SECONDS", "0.5")),
         "ROTATION_AGE_DAYS": int(environ.get("ROTATION_AGE_DAYS", "90")),

@@ -53,7 +53,12 @@ def reset_postgres_schema(uri: str) -> None:
 @pytest.fixture
 def app(database_uri: str) -> Iterator[Flask]:
     """A fresh app on a clean database."""
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": "test"})
+    app = create_app({
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_uri,
+        "SECRET_KEY": "test",
+        "LAST_USED_FLUSH_SECONDS": 0,  # write last use at once, so tests can read it back
+    })
     yield app
     with app.app_context():
         db.session.remove()

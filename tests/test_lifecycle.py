@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from livekit_auth import keys
 from livekit_auth.extensions import db
 from livekit_auth.models import ApiKey
 
@@ -271,13 +272,27 @@ def test_last_use_is_recorded_at_most_once_a_minute(app, api, frozen_clock) -> N
 
 
 def test_last_use_never_moves_backwards(app, api, frozen_clock) -> None:
-    from livekit_auth.auth import services
-
     key = api.new_key()
     api.get("/auth/check-key", key)
+    known = app.extensions["key_cache"].get(keys.digest(key))
+    later = known.last_used_at
+    known.last_used_at = None  # as a worker that read the row before the write would see it
+    app.extensions["usage"].note(known, later - timedelta(minutes=5))
+    assert stored_key(app, known.id).last_used_at == later
+
+
+def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock) -> None:
+    import time
+
+    from livekit_auth.usage import UsageRecorder
+
     with app.app_context():
-        row = db.session.scalar(select(ApiKey))
-        later = row.last_used_at
-        row.last_used_at = None  # as a worker that read the row before the write would see it
-        services.record_use(row, later - timedelta(minutes=5))
-    assert stored_key(app, row.id).last_used_at == later
+        app.extensions["usage"] = UsageRecorder(db.engine, 60, flush_seconds=0.1)
+    first, second = api.new_key(user_email="a@example.com"), api.new_key(user_email="b@example.com")
+    for key in (first, second):
+        api.get("/auth/check-key", key)
+    ids = [k["id"] for k in listing(api, first) + listing(api, second)]
+    assert all(stored_key(app, key_id).last_used_at is None for key_id in ids)
+    time.sleep(0.3)
+    assert all(stored_key(app, key_id).last_used_at == frozen_clock.current for key_id in ids)
+    app.extensions["usage"].stop()

@@ -7,16 +7,13 @@ import hmac
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Connection, Insert, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import func, or_, select, update
 
 from .. import clock, keys
 from ..errors import ApiError
 from ..extensions import db
 from ..key_cache import KeyCache, KnownKey
-from ..models import ApiKey, KeyChanges, KeyStatus, KeyUseDay, User
+from ..models import ApiKey, KeyChanges, KeyStatus, User
 
 INVALID_KEY = "Invalid API key"
 MISSING_KEY = "Invalid API key: the x-api-key header is missing"
@@ -80,7 +77,7 @@ def authenticate(presented: str) -> KnownKey:
         raise ApiError(401, REVOKED_KEY)
     if status is KeyStatus.EXPIRED:
         raise ApiError(401, EXPIRED_KEY)
-    record_use(known, now)
+    current_app.extensions["usage"].note(known, now)
     return known
 
 
@@ -116,43 +113,6 @@ def announce_key_change() -> None:
     if bumped.rowcount == 0:
         db.session.add(KeyChanges(id=1, version=1))
     key_cache().clear()
-
-
-def record_use(key: KnownKey, now: datetime) -> None:
-    """Note that a key was used, writing at most once per LAST_USED_INTERVAL_SECONDS.
-
-    The write is its own short transaction, apart from the request's work, and its
-    condition keeps the time from moving backwards when workers race. It is best effort:
-    a busy or absent database costs the record, not the request.
-    """
-    interval = timedelta(seconds=current_app.config["LAST_USED_INTERVAL_SECONDS"])
-    if key.last_used_at is not None and now - key.last_used_at < interval:
-        return
-    threshold = now - interval
-    statement = (
-        update(ApiKey)
-        .where(ApiKey.id == key.id)
-        .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < threshold))
-        .values(last_used_at=now)
-    )
-    first_use_today = key.last_used_at is None or key.last_used_at.date() != now.date()
-    try:
-        with db.engine.begin() as connection:
-            written = connection.execute(statement).rowcount == 1
-            if written and first_use_today:
-                day = {"day": now.date(), "key_id": key.id}
-                connection.execute(insert_ignoring_duplicates(connection, KeyUseDay, day))
-    except (OperationalError, InterfaceError) as error:
-        current_app.logger.warning("last use of key %s not recorded: %s", key.id, type(error).__name__)
-        return
-    if written:
-        key.last_used_at = now
-
-
-def insert_ignoring_duplicates(connection: Connection, model: type, values: dict) -> Insert:
-    """An INSERT that does nothing when the row exists, on either backend."""
-    dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(model).values(**values).on_conflict_do_nothing()
 
 
 def lock_user(user_id: int) -> None:

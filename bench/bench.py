@@ -1,0 +1,352 @@
+"""make bench: key checks against the framework's own floor, at a million keys.
+
+For each backend: seed a fresh database in bulk, start the production gunicorn configuration,
+drive wrk at every endpoint in alternating rounds, and report requests per second, p50, p99
+and worker memory, each endpoint's throughput as a ratio of /health's. Results go to
+bench/results/ as JSON and a PNG chart.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import requests
+import sqlalchemy as sa
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from livekit_auth import keys  # noqa: E402
+from livekit_auth.config import database_url  # noqa: E402
+
+RESULTS = PROJECT / "bench" / "results"
+LUA = PROJECT / "bench" / "wrk"
+BATCH = 20_000
+SAMPLE = 100_000  # keys drawn for each workload's file
+ZIPF_S = 1.1
+WORKERS = 2
+CONNECTIONS = 8
+# The wrk script and path of the endpoints that do not send keys from a file.
+SCRIPTS = {"health": ("report.lua", "/health"), "create_key": ("create_key.lua", "/auth/create-key")}
+ENDPOINTS = ["health", "check_hot", "check_cold", "check_unknown", "check_malformed", "create_key"]
+
+
+def bench_secret(index: int) -> str:
+    """The key of seeded user number index: the same on every run, so it need not be stored."""
+    seed = int.from_bytes(hashlib.sha256(b"bench-key-%d" % index).digest())
+    random_part = keys.base62(seed, keys.RANDOM_LENGTH)
+    return keys.KEY_PREFIX + random_part + keys.checksum(random_part)
+
+
+def seed(url: str, count: int) -> float:
+    """Insert count users with one key each through SQLAlchemy Core; return the seconds taken."""
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    users = sa.Table("users", metadata, autoload_with=engine)
+    api_keys = sa.Table("api_keys", metadata, autoload_with=engine)
+    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        for first in range(0, count, BATCH):
+            numbers = range(first, min(first + BATCH, count))
+            connection.execute(users.insert(), [
+                {"id": n + 1, "name": f"Bench User {n}", "name_lower": f"bench user {n}",
+                 "email": f"user{n}@bench.example", "email_canonical": f"user{n}@bench.example",
+                 "org_name": "Bench", "org_name_lower": "bench", "created_at": created}
+                for n in numbers
+            ])
+            secrets = [bench_secret(n) for n in numbers]
+            connection.execute(api_keys.insert(), [
+                {"id": n + 1, "user_id": n + 1, "digest": keys.digest(secret),
+                 "display_prefix": keys.display_prefix(secret), "created_at": created}
+                for n, secret in zip(numbers, secrets)
+            ])
+        if connection.dialect.name == "postgresql":
+            for table in ("users", "api_keys"):
+                connection.execute(sa.text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {count})"
+                ))
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("VACUUM ANALYZE"))
+        else:
+            connection.execute(sa.text("ANALYZE"))
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
+    """The keys each check workload sends, one per line, drawn once before the runs."""
+    generator = np.random.default_rng(7)
+    ranks = np.arange(1, count + 1)
+    weights = 1.0 / ranks**ZIPF_S
+    hot = generator.choice(count, size=SAMPLE, p=weights / weights.sum())
+    cold = generator.integers(0, count, size=SAMPLE)
+    unknown = [keys.generate().secret for _ in range(10_000)]
+    malformed = [secret[:-1] + ("A" if secret[-1] != "A" else "B") for secret in unknown]
+    files = {
+        "check_hot": [bench_secret(int(n)) for n in hot],
+        "check_cold": [bench_secret(int(n)) for n in cold],
+        "check_unknown": unknown,
+        "check_malformed": malformed,
+    }
+    paths = {}
+    for name, lines in files.items():
+        paths[name] = workdir / f"{name}.txt"
+        paths[name].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+@dataclass
+class Server:
+    """A running gunicorn and what it needs to be measured."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes under the master."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def worker_rss_mb(self) -> list[float]:
+        """Resident memory of each worker, in MB."""
+        sizes = []
+        for pid in self.worker_pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        return sizes
+
+
+@contextmanager
+def serve(url: str, workdir: Path, port: int) -> Iterator[Server]:
+    """Start boot.sh, the production path, and stop it by its PID."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS),
+        "SECRET_KEY": "bench-secret", "XDG_RUNTIME_DIR": str(workdir),
+    }
+    log = open(workdir / f"gunicorn-{port}.log", "wb")
+    process = subprocess.Popen([str(PROJECT / "boot.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{server.url}/health", timeout=1).ok and len(server.worker_pids()) == WORKERS:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the server did not start; see {log.name}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of some processes so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on the machine."""
+    out = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def wrk(server: Server, endpoint: str, seconds: int, key_files: dict[str, Path]) -> dict[str, Any]:
+    """One wrk run at one endpoint; its figures as wrk's done() hook reports them."""
+    script, path = SCRIPTS.get(endpoint, ("keys.lua", "/auth/check-key"))
+    env = {**os.environ, "KEYS_FILE": str(key_files.get(endpoint, ""))}
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(LUA / script), server.url + path]
+    pg_before = cpu_seconds(postgres_pids())
+    started = time.perf_counter()
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    elapsed = time.perf_counter() - started
+    pg_cpu = (cpu_seconds(postgres_pids()) - pg_before) / elapsed
+    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    report["postgres_cpu_cores"] = round(pg_cpu, 2)
+    return report
+
+
+@dataclass
+class Backend:
+    """What one backend's run measured."""
+
+    name: str
+    keys: int
+    seed_seconds: float
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rss: dict[str, Any] = field(default_factory=dict)
+    cold_small: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per endpoint: median rps over rounds, worst p50/p99, and the ratio to /health."""
+        result = {}
+        for endpoint, runs in self.runs.items():
+            result[endpoint] = {
+                "rps": float(np.median([r["rps"] for r in runs])),
+                "p50_ms": max(r["p50_us"] for r in runs) / 1000,
+                "p99_ms": max(r["p99_us"] for r in runs) / 1000,
+                "non_2xx": sum(r["non_2xx"] for r in runs),
+                "socket_errors": sum(r["socket_errors"] for r in runs),
+                "postgres_cpu_cores": max(r["postgres_cpu_cores"] for r in runs),
+            }
+        floor = result["health"]["rps"]
+        for figures in result.values():
+            figures["ratio"] = figures["rps"] / floor
+        return result
+
+
+def fresh_database(backend: str, workdir: Path, name: str) -> str:
+    """An empty database URL for a backend, migrated to the latest schema."""
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / (name + '.db')}"
+    else:
+        admin = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/postgres")
+        engine = sa.create_engine(database_url(admin, ""), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            connection.execute(sa.text(f"CREATE DATABASE {name}"))
+        engine.dispose()
+        url = database_url(admin.rsplit("/", 1)[0] + "/" + name, "")
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench-secret"}
+    subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
+                   cwd=PROJECT, env=env, check=True, capture_output=True)
+    return url
+
+
+def run_backend(backend: str, count: int, seconds: int, rounds: int, workdir: Path, port: int) -> Backend:
+    """Seed, serve and measure one backend."""
+    url = fresh_database(backend, workdir, f"livekit_auth_bench_{count}")
+    print(f"[{backend}] seeding {count:,} users and keys…", flush=True)
+    result = Backend(backend, count, seed(url, count))
+    print(f"[{backend}] seeded in {result.seed_seconds:.1f} s", flush=True)
+    key_files = write_key_files(workdir, count)
+    with serve(url, workdir, port) as server:
+        wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
+        result.rss["after_warmup_mb"] = server.worker_rss_mb()
+        checks = 0
+        for round_number in range(rounds):
+            for endpoint in ENDPOINTS:
+                report = wrk(server, endpoint, seconds, key_files)
+                result.runs.setdefault(endpoint, []).append(report)
+                if endpoint.startswith("check"):
+                    checks += report["requests"]
+                print(f"[{backend}] round {round_number + 1} {endpoint:16} {report['rps']:8.0f} rps", flush=True)
+        while checks < 100_000:
+            checks += wrk(server, "check_cold", seconds, key_files)["requests"]
+        result.rss["after_checks"] = checks
+        result.rss["after_checks_mb"] = server.worker_rss_mb()
+    small_url = fresh_database(backend, workdir, "livekit_auth_bench_small")
+    seed(small_url, 1_000)
+    small_files = write_key_files(workdir, 1_000)
+    with serve(small_url, workdir, port + 1) as server:
+        runs = [wrk(server, "check_cold", seconds, small_files) for _ in range(rounds)]
+        result.cold_small = {"keys": 1_000, "rps": float(np.median([r["rps"] for r in runs]))}
+    return result
+
+
+def print_table(results: list[Backend]) -> None:
+    """The figures as a Markdown table, then the other targets."""
+    print("\n| backend | endpoint | req/s | ratio to /health | p50 ms | p99 ms | non-2xx | PG CPU (cores) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for backend in results:
+        for endpoint, f in backend.summary().items():
+            print(f"| {backend.name} | {endpoint} | {f['rps']:.0f} | {f['ratio']:.2f} | {f['p50_ms']:.2f} "
+                  f"| {f['p99_ms']:.2f} | {f['non_2xx']} | {f['postgres_cpu_cores']:.2f} |")
+    for backend in results:
+        summary = backend.summary()
+        cold = summary["check_cold"]["rps"]
+        print(f"\n{backend.name}: seeded {backend.keys:,} keys in {backend.seed_seconds:.1f} s; "
+              f"cold check at {backend.keys:,} keys {cold:.0f} rps vs {backend.cold_small['rps']:.0f} rps "
+              f"at 1,000 keys (ratio {cold / backend.cold_small['rps']:.2f}); "
+              f"worker RSS {['%.1f' % m for m in backend.rss['after_warmup_mb']]} MB after warm-up, "
+              f"{['%.1f' % m for m in backend.rss['after_checks_mb']]} MB after {backend.rss['after_checks']:,} checks")
+
+
+def save(results: list[Backend], stamp: str) -> tuple[Path, Path]:
+    """Write the JSON and the PNG chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = [{"backend": b.name, "keys": b.keys, "seed_seconds": b.seed_seconds, "summary": b.summary(),
+             "runs": b.runs, "rss": b.rss, "cold_at_1000_keys": b.cold_small} for b in results]
+    json_path = RESULTS / f"bench-{stamp}.json"
+    json_path.write_text(json.dumps({"machine": machine(), "results": data}, indent=2))
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(results)
+    for offset, backend in enumerate(results):
+        summary = backend.summary()
+        positions = [i + offset * width for i in range(len(ENDPOINTS))]
+        axis.bar(positions, [summary[e]["rps"] for e in ENDPOINTS], width, label=backend.name)
+    axis.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(ENDPOINTS))], ENDPOINTS)
+    axis.set_ylabel("requests per second")
+    axis.set_title(f"livekit-auth, {results[0].keys:,} keys, {WORKERS} gunicorn workers")
+    axis.legend()
+    figure.tight_layout()
+    png_path = RESULTS / f"bench-{stamp}.png"
+    figure.savefig(png_path, dpi=110)
+    return json_path, png_path
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "uname": " ".join(os.uname()), "wrk_connections": CONNECTIONS, "workers": WORKERS}
+
+
+def main() -> None:
+    """Parse the options and run every backend."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--port", type=int, default=18100)
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk (make bench installs it)")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="livekit-bench-") as directory:
+        for number, backend in enumerate(options.backends.split(",")):
+            results.append(run_backend(backend, options.keys, options.seconds, options.rounds,
+                                       Path(directory), options.port + 10 * number))
+    print_table(results)
+    json_path, png_path = save(results, stamp)
+    print(f"\nwrote {json_path} and {png_path}")
+
+
+if __name__ == "__main__":
+    main()
