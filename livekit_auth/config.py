@@ -71,7 +71,7 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "MAX_ACTIVE_KEYS_PER_USER": int(environ.get("MAX_ACTIVE_KEYS_PER_USER", "20")),
         "LAST_USED_INTERVAL_SECONDS": int(environ.get("LAST_USED_INTERVAL_SECONDS", "60")),
         "LAST_USED_FLUSH_SECONDS": float(environ.get("LAST_USED_FLUSH_SECONDS", "2")),
-        "KEY_CACHE_SIZE": int(environ.get("KEY_CACHE_SIZE", "10000")),
+        "KEY_CACHE_SIZE": int(environ.get("KEY_CACHE_SIZE", "5000")),
         "KEY_CACHE_POLL_SECONDS": float(environ.get("KEY_CACHE_POLL_SECONDS", "0.5")),
         "ROTATION_AGE_DAYS": int(environ.get("ROTATION_AGE_DAYS", "90")),
         "ADMIN_IDLE_TIMEOUT_MINUTES": int(environ.get("ADMIN_IDLE_TIMEOUT_MINUTES", "30")),

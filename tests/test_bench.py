@@ -1,0 +1,30 @@
+"""A small run of make bench's script, so that it cannot rot: 1,000 keys, a second a run."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .support import PROJECT_ROOT, REQUIRE_SERVICES, free_port
+
+
+def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
+    if shutil.which("wrk") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("wrk is missing: .ci/run installs it")
+        pytest.skip("wrk is missing: apt-get install wrk")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "bench.py"), "--keys", "1000", "--seconds", "1",
+         "--rounds", "1", "--backends", "sqlite", "--port", str(free_port()), "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| sqlite | check_hot |" in result.stdout
+    [report] = tmp_path.glob("bench-*.json")
+    summary = json.loads(report.read_text())["results"][0]["summary"]
+    assert set(summary) == {"health", "check_hot", "check_cold", "check_unknown", "check_malformed", "create_key"}
+    assert all(figures["rps"] > 0 for figures in summary.values())
+    assert summary["check_hot"]["non_2xx"] == 0 and summary["create_key"]["non_2xx"] == 0
+    assert list(tmp_path.glob("bench-*.png"))
