@@ -1,17 +1,49 @@
 """gunicorn settings, every one from the environment with a safe default."""
 
 import os
+import shutil
+import tempfile
+
+if os.environ.get("FLASK_DEBUG", "").lower() in {"1", "true", "yes", "on"}:
+    raise SystemExit("Refusing to serve with FLASK_DEBUG on: the debugger runs any code it is sent")
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# A worker silent this long is killed and replaced; its request gets no answer, and nothing
+# it had not committed is kept (every 200 from create-key follows its commit).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
+keepalive = 5
 
-# The access log names the path without its query string and no headers at all, so a key
-# sent where it should not be (?api_key=…, a Referer) never reaches the log.
-accesslog = "-"
-access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+# Requests larger than any this API needs are refused by gunicorn before the app sees them:
+# a 4 KiB request line, at most 50 headers, each at most 8 KiB.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# The app writes one JSON line per request to standard output (path without query string,
+# never a key), so gunicorn's own access log is off.
+accesslog = None
+errorlog = "-"
 
 # gunicorn 27 opens a control socket in a per-user directory by default; servers started
 # side by side would share it. Nothing here uses gunicornc, so there is none.
 control_socket_disable = True
+
+# Metrics from every worker are added up through files in one directory per server.
+metrics_directory_made = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if metrics_directory_made:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="livekit-auth-metrics-")
+
+
+def on_exit(server):
+    """Remove the metrics directory, if this server made it."""
+    if metrics_directory_made:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """Let the metrics of a worker that exited stop counting as live."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

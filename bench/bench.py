@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -133,15 +134,25 @@ class Server:
         return sizes
 
 
+def free_port() -> int:
+    """A port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextmanager
-def serve(url: str, workdir: Path, port: int, **settings: str) -> Iterator[Server]:
-    """Start boot.sh, the production path, and stop it by its PID."""
+def serve(url: str, workdir: Path, **settings: str) -> Iterator[Server]:
+    """Start boot.sh, the production path, on a free port, and stop it by its PID."""
+    port = free_port()
     env = {
         **os.environ,
         **settings,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS),
         "SECRET_KEY": "bench-secret", "XDG_RUNTIME_DIR": str(workdir),
+        # One load generator on one address would trip the per-address limits at once.
+        "RATELIMIT_ENABLED": "false",
     }
     log = open(workdir / f"gunicorn-{port}.log", "wb")
     process = subprocess.Popen([str(PROJECT / "boot.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -155,7 +166,9 @@ def serve(url: str, workdir: Path, port: int, **settings: str) -> Iterator[Serve
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"the server did not start; see {log.name}")
+                log.flush()
+                tail = Path(log.name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the server did not start:\n{tail}")
             time.sleep(0.2)
         yield server
     finally:
@@ -245,14 +258,16 @@ def fresh_database(backend: str, workdir: Path, name: str) -> str:
     return url
 
 
-def run_backend(backend: str, count: int, seconds: int, rounds: int, workdir: Path, port: int) -> Backend:
+def run_backend(
+    backend: str, count: int, seconds: int, rounds: int, workdir: Path, memory_checks: int
+) -> Backend:
     """Seed, serve and measure one backend."""
     url = fresh_database(backend, workdir, f"livekit_auth_bench_{count}")
     print(f"[{backend}] seeding {count:,} users and keys…", flush=True)
     result = Backend(backend, count, seed(url, count))
     print(f"[{backend}] seeded in {result.seed_seconds:.1f} s", flush=True)
     key_files = write_key_files(workdir, count)
-    with serve(url, workdir, port) as server:
+    with serve(url, workdir) as server:
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
         result.rss["after_warmup_mb"] = server.worker_rss_mb()
         checks = 0
@@ -264,22 +279,22 @@ def run_backend(backend: str, count: int, seconds: int, rounds: int, workdir: Pa
                 if endpoint.startswith("check"):
                     checks += report["requests"]
                 print(f"[{backend}] round {round_number + 1} {endpoint:16} {report['rps']:8.0f} rps", flush=True)
-        while checks < 100_000:
+        while checks < memory_checks:
             checks += wrk(server, "check_cold", seconds, key_files)["requests"]
         result.rss["after_checks"] = checks
         result.rss["after_checks_mb"] = server.worker_rss_mb()
-    result.uncached = {count: cold_without_cache(url, workdir, port + 1, seconds, rounds, key_files)}
+    result.uncached = {count: cold_without_cache(url, workdir, seconds, rounds, key_files)}
     small_url = fresh_database(backend, workdir, "livekit_auth_bench_small")
     seed(small_url, 1_000)
     small_files = write_key_files(workdir, 1_000)
-    result.uncached[1_000] = cold_without_cache(small_url, workdir, port + 2, seconds, rounds, small_files)
+    result.uncached[1_000] = cold_without_cache(small_url, workdir, seconds, rounds, small_files)
     return result
 
 
-def cold_without_cache(url: str, workdir: Path, port: int, seconds: int, rounds: int,
+def cold_without_cache(url: str, workdir: Path, seconds: int, rounds: int,
                        key_files: dict[str, Path]) -> float:
     """Cold check-key throughput with the key cache off: what the index lookup costs."""
-    with serve(url, workdir, port, KEY_CACHE_SIZE="0") as server:
+    with serve(url, workdir, KEY_CACHE_SIZE="0") as server:
         wrk(server, "check_cold", WARM_UP_SECONDS, key_files)
         return float(np.median([wrk(server, "check_cold", seconds, key_files)["rps"] for _ in range(rounds)]))
 
@@ -343,7 +358,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--port", type=int, default=18100)
+    parser.add_argument("--memory-checks", type=int, default=100_000,
+                        help="checks to run before the second memory reading")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and PNG go")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -351,9 +367,9 @@ def main() -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     results = []
     with tempfile.TemporaryDirectory(prefix="livekit-bench-") as directory:
-        for number, backend in enumerate(options.backends.split(",")):
+        for backend in options.backends.split(","):
             results.append(run_backend(backend, options.keys, options.seconds, options.rounds,
-                                       Path(directory), options.port + 10 * number))
+                                       Path(directory), options.memory_checks))
     print_table(results)
     json_path, png_path = save(results, stamp, options.results)
     print(f"\nwrote {json_path} and {png_path}")

@@ -6,11 +6,12 @@ from typing import Any, Mapping
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import commands, config, errors, gate, health, openapi
+from . import commands, config, errors, gate, health, observability, openapi
 from .admin import views as admin_views
 from .auth import routes as auth_routes
-from .extensions import csrf, db, migrate
+from .extensions import csrf, db, limiter, migrate
 from .key_cache import KeyCache
 from .usage import UsageRecorder
 
@@ -28,11 +29,19 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config.settings_from_env(os.environ, app.instance_path))
     app.config.from_mapping(overrides or {})
     if not app.config["SECRET_KEY"]:
+        if app.config["ENVIRONMENT"] == "production":
+            raise RuntimeError("LIVEKIT_AUTH_ENV=production needs an explicit SECRET_KEY")
         app.config["SECRET_KEY"] = config.load_or_create_secret_key(app.instance_path)
+    proxies = app.config["TRUSTED_PROXY_COUNT"]
+    if proxies:
+        # Only the last `proxies` X-Forwarded-* entries are believed, so a client cannot
+        # pick its own address (and its own rate limit) by sending the header itself.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS", config.engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     )
     app.json.sort_keys = False  # keep fields in the order the contract documents them
+    observability.register_observability(app)
     register_extensions(app)
     register_blueprints(app)
     errors.register_errorhandlers(app)
@@ -57,6 +66,7 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
     csrf.init_app(app)
+    limiter.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", configure_sqlite)

@@ -4,6 +4,7 @@ from typing import Any
 
 from flask import Flask, current_app, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -59,6 +60,11 @@ def handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
     return error_response(413, f"The request body is larger than the {limit // 1024} KiB allowed")
 
 
+def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
+    """Answer 429, naming the limit; Flask-Limiter adds Retry-After."""
+    return failure(429, f"Too many requests (limit: {error.description}); try again later")
+
+
 def handle_api_error(error: ApiError) -> ResponseReturnValue:
     """Answer a domain failure raised by a view or service."""
     return error_response(error.status, error.message)
@@ -86,6 +92,7 @@ def register_errorhandlers(app: Flask) -> None:
     """Attach the envelope handlers to the app, so routing 404/405 use them too."""
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(RequestEntityTooLarge, handle_too_large)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(500, handle_internal_error)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(ValidationError, handle_validation_error)

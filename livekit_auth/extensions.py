@@ -1,5 +1,8 @@
 """Extension objects, created without an app and bound in create_app."""
 
+from flask import Response
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -26,3 +29,14 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 # Checks only where a view asks (the admin pages); the JSON API authenticates by header.
 csrf = CSRFProtect()
+
+
+
+def failed_authentication(response: Response) -> bool:
+    """Count a request against the failed-authentication limit only when it was refused."""
+    return response.status_code == 401
+
+
+# Limits key on the client address (the real one behind TRUSTED_PROXY_COUNT proxies). The
+# application-wide limit, RATELIMIT_APPLICATION, counts failed authentications only.
+limiter = Limiter(key_func=get_remote_address, application_limits_deduct_when=failed_authentication)

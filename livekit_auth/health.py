@@ -1,25 +1,31 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the metrics for Prometheus."""
 
-from flask import Blueprint
+import hmac
+
+from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.wrappers import Response
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .envelope import error_response, success_response
+from .errors import ApiError
 from .extensions import db
 from .gate import public
+from .metrics import exposition
 
-bp = Blueprint("health", __name__, url_prefix="/health")
+bp = Blueprint("health", __name__)
 
 
-@bp.get("")
+@bp.get("/health")
 @public
 def live() -> ResponseReturnValue:
     """Answer 200 while the process serves, without touching the database."""
     return success_response("ok", None)
 
 
-@bp.get("/ready")
+@bp.get("/health/ready")
 @public
 def ready() -> ResponseReturnValue:
     """Answer 200 when the database answers, 503 when it does not."""
@@ -29,3 +35,16 @@ def ready() -> ResponseReturnValue:
         db.session.rollback()
         return error_response(503, "Database unavailable")
     return success_response("ready", None)
+
+
+@bp.get("/metrics")
+@public
+def metrics() -> ResponseReturnValue:
+    """Prometheus metrics, for a bearer of METRICS_TOKEN; not there at all without one."""
+    token = current_app.config["METRICS_TOKEN"]
+    if not token:
+        raise ApiError(404, "Not Found")
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "Invalid metrics token")
+    return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)

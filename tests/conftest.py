@@ -58,6 +58,7 @@ def app(database_uri: str) -> Iterator[Flask]:
         "SQLALCHEMY_DATABASE_URI": database_uri,
         "SECRET_KEY": "test",
         "LAST_USED_FLUSH_SECONDS": 0,  # write last use at once, so tests can read it back
+        "RATELIMIT_ENABLED": False,  # the rate limit tests turn it on
     })
     yield app
     with app.app_context():

@@ -97,6 +97,7 @@ def live_server(
         "DATABASE_URL": database_url,
         "SECRET_KEY": "live-server-test-secret",
         "XDG_RUNTIME_DIR": str(workdir),
+        "RATELIMIT_ENABLED": "false",  # the rate limit tests turn it on
         **environment,
     }
     with open(log_path, "wb") as log:

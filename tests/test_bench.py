@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .support import PROJECT_ROOT, REQUIRE_SERVICES, free_port
+from .support import PROJECT_ROOT, REQUIRE_SERVICES
 
 
 def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
@@ -17,7 +17,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
         pytest.skip("wrk is missing: apt-get install wrk")
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "bench" / "bench.py"), "--keys", "1000", "--seconds", "1",
-         "--rounds", "1", "--backends", "sqlite", "--port", str(free_port()), "--results", str(tmp_path)],
+         "--rounds", "1", "--backends", "sqlite", "--memory-checks", "2000", "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -12,8 +12,8 @@ from livekit_auth.openapi import OPERATIONS
 
 from .support import live_server
 
-# Endpoints that are pages or files for people, not API operations.
-NOT_API = {"static", "docs.docs_page", "docs.docs_asset"}
+# Endpoints that are pages or files for people, or Prometheus text, not JSON API operations.
+NOT_API = {"static", "docs.docs_page", "docs.docs_asset", "health.metrics"}
 
 
 def api_endpoints(app) -> set[str]:

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from .. import audit, clock
 from ..auth import services
-from ..extensions import csrf, db
+from ..extensions import csrf, db, limiter
 from ..gate import public
 from ..models import ApiKey, KeyStatus, User
 from . import accounts, queries
@@ -82,6 +82,11 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["RATELIMIT_ADMIN_LOGIN"],
+    methods=["POST"],
+    deduct_when=lambda response: response.status_code == 401,
+)
 def login() -> ResponseReturnValue:
     """Sign in with email and password; repeated failures are slowed down."""
     form = LoginForm()

@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, current_app, g
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from ..envelope import success_response
 from ..errors import ApiError
-from ..extensions import db
+from ..extensions import db, limiter
 from ..gate import public
 from ..key_cache import Holder
 from ..models import ApiKey, User
@@ -49,6 +49,7 @@ def issued(key: ApiKey, secret: str) -> dict[str, Any]:
 
 @bp.post("/create-key")
 @public
+@limiter.limit(lambda: current_app.config["RATELIMIT_CREATE_KEY"])
 def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
     fields = load_json_body(CreateKeySchema())
