@@ -40,7 +40,11 @@ def require_api_key() -> None:
     """Authenticate the x-api-key header and put the key and its user on flask.g."""
     if is_public_request():
         return
-    presented = request.headers.get("x-api-key")
+    sent = request.headers.getlist("x-api-key")
+    if len(sent) > 1:
+        count_key_check("invalid")
+        raise ApiError(400, "Send exactly one x-api-key header")
+    presented = sent[0] if sent else None
     if presented is None:
         count_key_check("invalid")
         raise ApiError(401, MISSING_KEY)

@@ -6,6 +6,7 @@ display prefix.
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -45,6 +46,7 @@ def finish_request(response: Response) -> Response:
         "duration_ms": round(seconds * 1000, 2),
         "client": request.remote_addr,
         "request_id": g.get("request_id"),
+        "worker": os.getpid(),
     }
     key = g.get("api_key")
     if key is not None:

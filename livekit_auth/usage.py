@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, bindparam, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from .key_cache import KnownKey
 from .models import ApiKey, KeyUseDay
@@ -93,5 +93,7 @@ class UsageRecorder:
                         postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
                     )
                     connection.execute(dialect_insert(KeyUseDay).on_conflict_do_nothing(), days)
-        except (OperationalError, InterfaceError) as error:
+        except DBAPIError as error:
+            # The database is away, or a key was deleted meanwhile: this batch is lost, the
+            # writer carries on.
             logger.warning("last use of %d keys not recorded: %s", len(notes), type(error).__name__)
