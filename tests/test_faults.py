@@ -1,0 +1,177 @@
+"""Faults a real deployment meets: its database going away, a worker killed, oversized requests."""
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from .support import REQUIRE_SERVICES, envelope_error, free_port, live_server
+
+INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of this test's own, which it may stop and start at will."""
+
+    def __init__(self) -> None:
+        self.bin = Path(INITDB[-1]).parent
+        self.directory = Path(tempfile.mkdtemp(prefix="livekit-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL will not run as root
+            owner = pwd.getpwnam("postgres")
+            os.chmod(self.directory, 0o755)
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        """The cluster's postgres database."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def run(self, program: str, *arguments: str) -> None:
+        """Run one of PostgreSQL's programs as the cluster's owner."""
+        subprocess.run([*self.as_owner, str(self.bin / program), *arguments],
+                       check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server at once, cutting every connection."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete the cluster."""
+        subprocess.run([*self.as_owner, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster for this test alone."""
+    if not INITDB:
+        if REQUIRE_SERVICES:
+            pytest.fail("PostgreSQL's initdb is missing")
+        pytest.skip("PostgreSQL's server programs are not installed")
+    cluster = OwnPostgres()
+    cluster.start()
+    yield cluster
+    cluster.remove()
+
+
+def timed(call):
+    """Run call; return its answer and how long it took."""
+    started = time.monotonic()
+    answer = call()
+    return answer, time.monotonic() - started
+
+
+def test_postgresql_going_away_and_coming_back(own_postgres, tmp_path) -> None:
+    with live_server(own_postgres.url, tmp_path, workers=2) as server:
+        pids = set(subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
+                                  text=True).stdout.split())
+
+        def create(n: int) -> requests.Response:
+            body = {"user_name": "F", "user_email": f"fault{n}-{time.monotonic_ns()}@example.com"}
+            return requests.post(f"{server.url}/auth/create-key", json=body, timeout=30)
+
+        key = create(0).json()["data"]["api_key"]
+        own_postgres.stop()
+        for n in range(4):  # both workers, with connections that were pooled and now dead
+            answer, seconds = timed(lambda: create(n))
+            envelope_error(answer, 503)
+            assert seconds < 6
+        ready, seconds = timed(lambda: requests.get(f"{server.url}/health/ready", timeout=30))
+        envelope_error(ready, 503, "Database unavailable")
+        assert seconds < 6
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+
+        own_postgres.start()
+        deadline = time.monotonic() + 20
+        statuses = []
+        while time.monotonic() < deadline:
+            statuses.append(create(100 + len(statuses)).status_code)
+            if statuses[-4:] == [200] * 4:
+                break
+            time.sleep(0.2)
+        assert statuses[-4:] == [200] * 4, statuses
+        assert set(statuses) <= {200, 503}
+        checked = requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=10)
+        assert checked.status_code == 200
+        assert requests.get(f"{server.url}/health/ready", timeout=10).status_code == 200
+        after = set(subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
+                                   text=True).stdout.split())
+        assert after == pids, "the same workers serve again, without a restart"
+        assert "Traceback" not in server.log()
+
+
+def test_a_worker_killed_mid_load_loses_nothing_it_acknowledged(tmp_path) -> None:
+    with live_server(f"sqlite:///{tmp_path / 'kill.db'}", tmp_path, workers=2) as server:
+
+        def create(n: int):
+            body = {"user_name": "K", "user_email": f"kill{n}@example.com"}
+            try:
+                return requests.post(f"{server.url}/auth/create-key", json=body, timeout=30)
+            except requests.ConnectionError:
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(create, n) for n in range(120)]
+            time.sleep(0.3)
+            victim = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
+                                    text=True).stdout.split()[0]
+            os.kill(int(victim), signal.SIGKILL)
+            answers = [future.result() for future in futures]
+        acknowledged = [a.json()["data"]["api_key"] for a in answers if a is not None and a.status_code == 200]
+        assert acknowledged
+        for key in acknowledged:
+            checked = requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=10)
+            assert checked.status_code == 200
+
+
+def test_oversized_requests_and_the_server_banner(tmp_path) -> None:
+    with live_server(f"sqlite:///{tmp_path / 'size.db'}", tmp_path, workers=1) as server:
+        huge_header = requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": "k" * 9000}, timeout=10)
+        assert huge_header.status_code == 431
+        many = {f"x-filler-{n}": "1" for n in range(60)}
+        assert requests.get(f"{server.url}/health", headers=many, timeout=10).status_code == 431
+        long_line = requests.get(f"{server.url}/health?{'a' * 5000}", timeout=10)
+        assert long_line.status_code == 414
+        answer = requests.get(f"{server.url}/health", timeout=10)
+        assert answer.headers["Server"] == "gunicorn"
+
+
+def test_gunicorn_refuses_to_serve_with_the_debugger_on(tmp_path) -> None:
+    env = {**os.environ, "FLASK_DEBUG": "1", "PORT": str(free_port()), "XDG_RUNTIME_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'debug.db'}", "SECRET_KEY": "x",
+           "PATH": f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"], env=env,
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "FLASK_DEBUG" in result.stdout + result.stderr
+
+
+def test_metrics_add_up_across_workers(tmp_path) -> None:
+    settings = {"METRICS_TOKEN": "metrics-secret"}
+    with live_server(f"sqlite:///{tmp_path / 'metrics.db'}", tmp_path, workers=2, **settings) as server:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: requests.get(f"{server.url}/auth/check-key", timeout=10), range(200)))
+        text = requests.get(f"{server.url}/metrics", headers={"Authorization": "Bearer metrics-secret"},
+                            timeout=10).text
+        line = next(l for l in text.splitlines() if l.startswith('livekit_auth_key_checks_total{outcome="invalid"}'))
+        assert float(line.split()[-1]) == 200

@@ -1,0 +1,147 @@
+"""Hostile input, thrown by Hypothesis and by hand: never a 500, always the envelope."""
+
+import json
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from livekit_auth import create_app, keys
+from livekit_auth.extensions import db
+from livekit_auth.models import ApiKey, User
+
+from .support import envelope_error
+
+ANY_CHARACTER = st.characters(codec=None, exclude_categories=())
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(ANY_CHARACTER),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+field_values = st.one_of(
+    json_values,
+    st.text(ANY_CHARACTER, max_size=300),
+    st.emails().map(str),
+    st.text(max_size=20).map(lambda name: f"{name}@example.com"),
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={"user_name": field_values, "user_email": field_values, "org_name": field_values,
+                  "extra": field_values},
+    ),
+)
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def assert_envelope(response) -> None:
+    """Every answer is the documented envelope, and no answer is a server error."""
+    assert response.status_code < 500, response.get_data(as_text=True)
+    body = response.json
+    assert set(body) >= {"success", "message", "data"}
+    assert body["success"] is (response.status_code == 200)
+
+
+@FUZZ
+@given(body=bodies)
+def test_create_key_survives_any_json(app, client, body) -> None:
+    before = count(app)
+    response = client.post("/auth/create-key", data=json.dumps(body), content_type="application/json")
+    assert_envelope(response)
+    assert count(app) == before + (1 if response.status_code == 200 else 0)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=200))
+def test_create_key_survives_any_bytes(app, client, raw) -> None:
+    before = count(app)
+    response = client.post("/auth/create-key", data=raw, content_type="application/json")
+    assert_envelope(response)
+    assert count(app) == before + (1 if response.status_code == 200 else 0)
+
+
+@FUZZ
+@given(value=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=200))
+def test_the_gate_survives_any_header_value(client, value) -> None:
+    for path in ("/auth/check-key", "/auth/keys", "/assistant/list"):
+        response = client.get(path, headers={"x-api-key": value})
+        assert_envelope(response)
+        assert response.status_code == 401
+
+
+def count(app) -> int:
+    """Users and keys the database holds, which must only grow with 200s."""
+    with app.app_context():
+        users = db.session.scalar(select(func.count()).select_from(User))
+        assert db.session.scalar(select(func.count()).select_from(ApiKey)) == users
+        return users
+
+
+def test_two_x_api_key_headers_are_refused(api, client) -> None:
+    key = api.new_key()
+    response = client.get("/auth/check-key", headers=[("x-api-key", key), ("x-api-key", key)])
+    envelope_error(response, 401, "Invalid API key")
+
+
+@pytest.mark.parametrize("decorate", [lambda k: f" {k}", lambda k: f"{k}\t", lambda k: k.lower(), lambda k: k + "x"])
+def test_a_key_that_is_not_exactly_the_key_is_refused(api, decorate) -> None:
+    envelope_error(api.get("/auth/check-key", decorate(api.new_key())), 401, "Invalid API key")
+
+
+def test_a_key_in_a_cookie_the_query_or_the_body_is_never_accepted(api, client) -> None:
+    key = api.new_key()
+    client.set_cookie("x-api-key", key)
+    envelope_error(client.get(f"/auth/check-key?x-api-key={key}&api_key={key}"), 401)
+    envelope_error(client.post("/auth/keys", json={"x-api-key": key, "api_key": key}), 401)
+
+
+def test_api_answers_are_not_cached_and_carry_a_request_id(api, client) -> None:
+    response = client.get("/auth/check-key", headers={"x-api-key": api.new_key(), "X-Request-ID": "abc-123"})
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Request-ID"] == "abc-123"
+    generated = client.get("/health", headers={"X-Request-ID": "bad id\x01" + "x" * 200})
+    assert generated.headers["X-Request-ID"] != "bad id"
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_each_request_logs_one_json_line_without_secrets(api, client) -> None:
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("livekit_auth.requests")
+    logger.addHandler(handler)
+    try:
+        key = api.new_key()
+        client.get(f"/auth/check-key?api_key={key}", headers={"x-api-key": key, "X-Request-ID": "r-1"})
+    finally:
+        logger.removeHandler(handler)
+    assert len(lines) == 2
+    record = json.loads(lines[1])
+    assert record["path"] == "/auth/check-key" and record["status"] == 200
+    assert record["request_id"] == "r-1" and record["key_prefix"] == keys.display_prefix(key)
+    assert isinstance(record["duration_ms"], float) and record["client"] == "127.0.0.1"
+    assert all(key not in line for line in lines)
+
+
+def test_metrics_need_their_token(app, api, client) -> None:
+    envelope_error(client.get("/metrics"), 404)
+    app.config["METRICS_TOKEN"] = "metrics-secret"
+    envelope_error(client.get("/metrics"), 401)
+    envelope_error(client.get("/metrics", headers={"Authorization": "Bearer nope"}), 401)
+    api.get("/auth/check-key", api.new_key())
+    api.get("/auth/check-key", "lvk_bad")
+    response = client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert 'livekit_auth_key_checks_total{outcome="valid"}' in text
+    assert 'livekit_auth_key_checks_total{outcome="invalid"}' in text
+    assert "livekit_auth_request_seconds_bucket" in text
+    assert 'livekit_auth_requests_total{endpoint="auth.check_key",status="200"}' in text
+
+
+def test_production_refuses_to_start_without_a_secret_key(database_uri) -> None:
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        create_app({"SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": None, "ENVIRONMENT": "production"})
