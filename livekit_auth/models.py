@@ -77,15 +77,20 @@ class ApiKey(db.Model):
     """An issued key, known only by its SHA-256 digest and a display prefix."""
 
     __tablename__ = "api_keys"
+    # The admin list's two orders, id breaking ties, walked backwards from the newest.
+    __table_args__ = (
+        Index("ix_api_keys_created_at_id", "created_at", "id"),
+        Index("ix_api_keys_last_used_at_id", "last_used_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     display_prefix: Mapped[str] = mapped_column(String(16), index=True)
     name: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Who revoked it: "api" for the key's own user, an admin's email for an operator.
     revoked_by: Mapped[str | None] = mapped_column(String(254))

@@ -119,10 +119,10 @@ def wait_until_serving(server: LiveServer, seconds: float = 60) -> None:
         if server.process.poll() is not None:
             pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
+            if requests.get(f"{server.url}/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still booting
         time.sleep(0.1)
     pytest.fail(f"the server did not answer within {seconds} s:\n{server.log()}")
 

@@ -238,8 +238,11 @@ def test_filter_by_status_and_sort_by_last_use(app, client, admin, api) -> None:
     assert rows_on(client, "status=revoked") == 1
     assert rows_on(client, "status=active") == 1
     assert rows_on(client, "status=expired") == 0
+    another = api.new_key(user_email="another@example.com")
+    api.get("/auth/check-key", another)
     html = client.get("/admin/?sort=last_used").get_data(as_text=True)
-    assert html.index("used@example.com") < html.index("revoked@example.com")
+    assert html.index("another@example.com") < html.index("used@example.com")
+    assert "revoked@example.com" not in html  # never used
 
 
 def test_the_overview_counts_keys_and_flags_stale_ones(app, client, admin, api, frozen_clock) -> None:

@@ -83,7 +83,9 @@ def key_page(
     if status is not None:
         query = query.where(status_condition(status, now))
     column = SORTS.get(sort, ApiKey.created_at)
-    query = query.order_by(column.desc().nulls_last(), ApiKey.id.desc())
+    if column is ApiKey.last_used_at:
+        query = query.where(ApiKey.last_used_at.is_not(None))  # keys never used have no place in it
+    query = query.order_by(column.desc(), ApiKey.id.desc())
     rows = db.session.execute(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
     return Page(rows[:PAGE_SIZE], number, len(rows) > PAGE_SIZE)
 
@@ -122,10 +124,18 @@ def compute_overview(now: datetime) -> Overview:
         .group_by(KeyUseDay.day)
     ).all()
     used = dict(used_rows)
+    # One pass over the table for all three counts.
+    counts = db.session.execute(
+        select(
+            func.count().filter(active),
+            func.count().filter(ApiKey.revoked_at.is_not(None)),
+            func.count().filter(active, ApiKey.created_at < now - rotation_age),
+        ).select_from(ApiKey)
+    ).one()
     return Overview(
-        active=count_keys(active),
-        revoked=count_keys(ApiKey.revoked_at.is_not(None)),
-        stale=count_keys(active, ApiKey.created_at < now - rotation_age),
+        active=counts[0],
+        revoked=counts[1],
+        stale=counts[2],
         days=[start.date() for start in starts],
         created_per_day=created,
         used_per_day=[used.get(start.date(), 0) for start in starts],
