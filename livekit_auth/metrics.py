@@ -18,9 +18,15 @@ KEY_CHECKS = Counter(
 )
 
 
+KEY_CHECK_OUTCOMES = {
+    outcome: KEY_CHECKS.labels(outcome)
+    for outcome in ("valid", "invalid", "revoked", "expired", "rate_limited")
+}
+
+
 def count_key_check(outcome: str) -> None:
     """Count one key check's outcome."""
-    KEY_CHECKS.labels(outcome).inc()
+    KEY_CHECK_OUTCOMES[outcome].inc()
 
 
 def exposition() -> bytes:

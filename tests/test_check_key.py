@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from livekit_auth import clock, keys
+from livekit_auth.schemas import CheckedKeySchema
 
 from .support import envelope_error
 
@@ -18,6 +19,7 @@ def test_check_key_answers_as_documented(api) -> None:
     assert body["success"] is True
     assert body["message"] == "API key is valid"
     assert list(body["data"]) == ["user_name", "org_name", "user_email", "created_at"]
+    assert list(body["data"]) == list(CheckedKeySchema().fields)  # what OpenAPI documents
     assert body["data"]["user_name"] == "John Doe"
     assert body["data"]["org_name"] == "Acme Corp"
     assert body["data"]["user_email"] == "john@example.com"

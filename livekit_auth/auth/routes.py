@@ -13,7 +13,6 @@ from ..gate import public
 from ..key_cache import Holder
 from ..models import ApiKey, User
 from ..schemas import (
-    CheckedKeySchema,
     CreatedKeySchema,
     CreateKeySchema,
     IssuedKeySchema,
@@ -22,13 +21,13 @@ from ..schemas import (
     RotatedKeySchema,
     RotateKeySchema,
     load_json_body,
+    timestamp,
 )
 from . import services
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 KEY_CREATED = "API key created successfully, Store it securely"
-CHECKED_KEY = CheckedKeySchema()  # built once: check-key runs in front of every API call
 
 
 def holder(user: User | Holder) -> dict[str, Any]:
@@ -66,9 +65,13 @@ def create_key() -> ResponseReturnValue:
 
 @bp.get("/check-key")
 def check_key() -> ResponseReturnValue:
-    """Describe the key the gate has already authenticated."""
-    data = {**holder(g.user), "created_at": g.api_key.created_at}
-    return success_response("API key is valid", CHECKED_KEY.dump(data))
+    """Describe the key the gate has already authenticated.
+
+    The data is built by hand, in CheckedKeySchema's shape, because this answer runs in front
+    of every API call and a schema dump costs more than the rest of the view.
+    """
+    data = {**holder(g.user), "created_at": timestamp(g.api_key.created_at)}
+    return success_response("API key is valid", data)
 
 
 @bp.get("/keys")
