@@ -57,7 +57,7 @@ def handle_http_exception(error: HTTPException) -> ResponseReturnValue:
 def handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
     """Answer a body over MAX_CONTENT_LENGTH, saying what the limit is."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return error_response(413, f"The request body is larger than the {limit // 1024} KiB allowed")
+    return failure(413, f"The request body is larger than the {limit // 1024} KiB allowed")
 
 
 def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
@@ -67,7 +67,7 @@ def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
 
 def handle_api_error(error: ApiError) -> ResponseReturnValue:
     """Answer a domain failure raised by a view or service."""
-    return error_response(error.status, error.message)
+    return failure(error.status, error.message)
 
 
 def handle_validation_error(error: ValidationError) -> ResponseReturnValue:

@@ -273,6 +273,13 @@ def test_the_audit_log_records_sessions_and_is_paginated(app, client, admin_acco
     assert "login" in second and "logout" in second
 
 
+def test_a_body_too_large_for_the_admin_gets_an_html_page(client) -> None:
+    response = client.post("/admin/login", data={"email": "x" * (70 * 1024)})
+    assert response.status_code == 413
+    assert response.mimetype == "text/html"
+    assert "64 KiB" in response.get_data(as_text=True)
+
+
 def test_admin_errors_are_html_pages(app, client, admin) -> None:
     missing = client.get("/admin/keys/999999")
     assert missing.status_code == 404 and missing.mimetype == "text/html"
