@@ -13,6 +13,7 @@ from .admin import views as admin_views
 from .auth import routes as auth_routes
 from .extensions import csrf, db, limiter, migrate
 from .key_cache import KeyCache
+from .key_reader import KeyReader
 from .usage import UsageRecorder
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +51,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"]
     )
     with app.app_context():
+        app.extensions["key_reader"] = KeyReader(db.engine)
         app.extensions["usage"] = UsageRecorder(
             db.engine,
             app.config["LAST_USED_INTERVAL_SECONDS"],

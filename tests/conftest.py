@@ -18,7 +18,7 @@ from livekit_auth.admin.accounts import hash_password
 from livekit_auth.extensions import db
 from livekit_auth.models import Admin
 
-from .support import empty_tables, require_service
+from .support import empty_tables, release, require_service
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def app(database_uri: str) -> Iterator[Flask]:
     with app.app_context():
         db.session.remove()
         empty_tables()
-        db.engine.dispose()
+    release(app)
 
 
 @pytest.fixture

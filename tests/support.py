@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from flask import Flask
 
 from livekit_auth import create_app
 from livekit_auth.extensions import db
@@ -59,6 +60,13 @@ def clear_database(uri: str) -> None:
     app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "test"})
     with app.app_context():
         empty_tables()
+    release(app)
+
+
+def release(app: Flask) -> None:
+    """Close every connection an app holds: the key reader's, then the pool's."""
+    app.extensions["key_reader"].close()
+    with app.app_context():
         db.engine.dispose()
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from livekit_auth import create_app
 from livekit_auth.key_cache import KeyCache, KnownKey
 
-from .support import envelope_error
+from .support import envelope_error, release
 
 
 def known(digest: str) -> KnownKey:
@@ -57,10 +57,7 @@ def test_a_revocation_in_another_worker_is_seen_within_the_poll_interval(app, ap
     assert api.call("DELETE", f"/auth/keys/{key_id}", key).status_code == 200
     time.sleep(0.25)
     envelope_error(other.get("/auth/check-key", headers={"x-api-key": key}), 401, "API key has been revoked")
-    with worker.app_context():
-        from livekit_auth.extensions import db
-
-        db.engine.dispose()
+    release(worker)
 
 
 def test_an_expired_key_is_refused_at_its_expiry_even_when_cached(api, frozen_clock) -> None:

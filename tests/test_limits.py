@@ -9,7 +9,7 @@ from livekit_auth import create_app, keys
 from livekit_auth.extensions import db
 from livekit_auth.models import User
 
-from .support import envelope_error, live_server, require_service
+from .support import envelope_error, live_server, release, require_service
 
 
 @pytest.fixture
@@ -28,8 +28,7 @@ def limited(app, database_uri):
 
     yield build
     for app in made:
-        with app.app_context():
-            db.engine.dispose()
+        release(app)
 
 
 def create(client, email, **headers):

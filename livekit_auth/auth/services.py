@@ -13,6 +13,7 @@ from .. import clock, keys
 from ..errors import ApiError
 from ..extensions import db
 from ..key_cache import KeyCache, KnownKey
+from ..key_reader import KeyReader
 from ..models import ApiKey, KeyChanges, KeyStatus, User
 
 INVALID_KEY = "Invalid API key"
@@ -98,11 +99,10 @@ KEY_VERSION = select(KeyChanges.version).where(KeyChanges.id == 1)
 def look_up(digest: str) -> KnownKey | None:
     """Read a key and its holder by digest: one indexed query of the columns needed.
 
-    It runs on a pooled connection of its own, not in the ORM session, which would triple
-    the cost of the query.
+    It runs on the worker's held connection, not in the ORM session, which would triple the
+    cost of the query.
     """
-    with db.engine.connect() as connection:
-        row = connection.execute(LOOK_UP, {"digest": digest}).first()
+    row = key_reader().first(LOOK_UP, {"digest": digest})
     return None if row is None else KnownKey(*row)
 
 
@@ -111,10 +111,15 @@ def key_cache() -> KeyCache:
     return current_app.extensions["key_cache"]
 
 
+def key_reader() -> KeyReader:
+    """This worker's connection for key look-ups, for the current app."""
+    return current_app.extensions["key_reader"]
+
+
 def read_key_changes() -> int:
     """The current version of the keys, which moves with every change."""
-    with db.engine.connect() as connection:
-        return connection.execute(KEY_VERSION).scalar() or 0
+    row = key_reader().first(KEY_VERSION)
+    return 0 if row is None else row.version
 
 
 def announce_key_change() -> None:
