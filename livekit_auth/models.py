@@ -3,7 +3,7 @@
 from datetime import date, datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -111,15 +111,17 @@ class KeyChanges(db.Model):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
-class KeyUseDay(db.Model):
-    """A day on which a key was used: what the admin chart of keys used per day counts."""
+class KeyUseCount(db.Model):
+    """How many keys were used on a day: what the admin chart of keys used per day shows.
 
-    __tablename__ = "key_use_days"
+    The usage writer adds the keys whose first use of the day it records; the update that
+    records a first use matches a key only once a day, so two workers never count it twice.
+    """
+
+    __tablename__ = "key_use_counts"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    key_id: Mapped[int] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    keys_used: Mapped[int] = mapped_column(Integer)
 
 
 class Admin(db.Model):

@@ -4,23 +4,55 @@ A worker notes a key's use at most once per LAST_USED_INTERVAL_SECONDS and write
 in one transaction every LAST_USED_FLUSH_SECONDS from a background thread (or at once, when
 that is 0). Each write only moves last_used_at forward and only when the stored time is older
 than the interval, so several workers together still write a key at most once per interval.
-Recording is best effort: a busy or absent database costs the record, never a request.
+A key's first use of a day adds one to that day's count of keys used, and nothing else is
+written per key and day. Recording is best effort: a busy or absent database costs the
+record, never a request.
 """
 
 import atexit
 import logging
 import threading
-from datetime import datetime, timedelta
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, or_, update
+from sqlalchemy import Connection, Engine, Update, bindparam, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from .key_cache import KnownKey
-from .models import ApiKey, KeyUseDay
+from .models import ApiKey, KeyUseCount
 
 logger = logging.getLogger(__name__)
+
+
+def recording_update(*conditions: Any) -> Update:
+    """Set a key's last_used_at to :used_at, where the key is :key_id and the conditions hold."""
+    return (
+        update(ApiKey)
+        .where(ApiKey.id == bindparam("key_id"), *conditions)
+        .values(last_used_at=bindparam("used_at"))
+    )
+
+
+# A use on a day the key was not used yet; executed for every note, its row count is how
+# many keys this batch used for the first time that day.
+FIRST_USE_OF_DAY = recording_update(
+    or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < bindparam("day_start"))
+)
+# Any other use, once the stored one is older than the interval.
+LATER_USE = recording_update(ApiKey.last_used_at < bindparam("threshold"))
+
+
+def count_keys_used(connection: Connection, day: date, keys_used: int) -> None:
+    """Add keys to a day's count of keys used, creating the day's row if needed."""
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(KeyUseCount).values(day=day, keys_used=keys_used)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=[KeyUseCount.day],
+        set_={"keys_used": KeyUseCount.keys_used + statement.excluded.keys_used},
+    ))
 
 
 class UsageRecorder:
@@ -30,7 +62,7 @@ class UsageRecorder:
         self.engine = engine
         self.interval = timedelta(seconds=interval_seconds)
         self.flush_seconds = flush_seconds
-        self.pending: dict[int, tuple[datetime, bool]] = {}
+        self.pending: dict[int, datetime] = {}
         self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
         self.stopping = threading.Event()
@@ -39,10 +71,9 @@ class UsageRecorder:
         """Note a use of key, unless this worker noted one within the interval."""
         if key.last_used_at is not None and now - key.last_used_at < self.interval:
             return
-        first_today = key.last_used_at is None or key.last_used_at.date() != now.date()
         key.last_used_at = now
         with self.lock:
-            self.pending[key.id] = (now, first_today)
+            self.pending[key.id] = now
         if self.flush_seconds <= 0:
             self.flush()
         elif self.writer is None:
@@ -65,34 +96,26 @@ class UsageRecorder:
         self.flush()
 
     def flush(self) -> None:
-        """Write every pending note in one transaction."""
+        """Write every pending note in one transaction, in key order (the order of the rows)."""
         with self.lock:
             notes, self.pending = self.pending, {}
         if not notes:
             return
-        updates = [
-            {"key_id": key_id, "used_at": used_at, "threshold": used_at - self.interval}
-            for key_id, (used_at, _) in notes.items()
-        ]
-        days = [
-            {"day": used_at.date(), "key_id": key_id}
-            for key_id, (used_at, first_today) in notes.items()
-            if first_today
-        ]
-        statement = (
-            update(ApiKey)
-            .where(ApiKey.id == bindparam("key_id"))
-            .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < bindparam("threshold")))
-            .values(last_used_at=bindparam("used_at"))
-        )
+        by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
+        for key_id, used_at in sorted(notes.items()):
+            by_day[used_at.date()].append({
+                "key_id": key_id,
+                "used_at": used_at,
+                "day_start": datetime.combine(used_at.date(), time.min, used_at.tzinfo),
+                "threshold": used_at - self.interval,
+            })
         try:
             with self.engine.begin() as connection:
-                connection.execute(statement, updates)
-                if days:
-                    dialect_insert = (
-                        postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-                    )
-                    connection.execute(dialect_insert(KeyUseDay).on_conflict_do_nothing(), days)
+                for day, uses in by_day.items():
+                    first_uses = connection.execute(FIRST_USE_OF_DAY, uses).rowcount
+                    if first_uses:
+                        count_keys_used(connection, day, first_uses)
+                connection.execute(LATER_USE, [use for uses in by_day.values() for use in uses])
         except DBAPIError as error:
             # The database is away, or a key was deleted meanwhile: this batch is lost, the
             # writer carries on.

@@ -1,5 +1,7 @@
 """Several keys per user, rotation with a grace period, expiry, revocation and last use."""
 
+import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -7,7 +9,8 @@ from sqlalchemy import select
 
 from livekit_auth import keys
 from livekit_auth.extensions import db
-from livekit_auth.models import ApiKey
+from livekit_auth.models import ApiKey, KeyUseCount
+from livekit_auth.usage import UsageRecorder
 
 from .support import envelope_error
 
@@ -281,10 +284,33 @@ def test_last_use_never_moves_backwards(app, api, frozen_clock) -> None:
     assert stored_key(app, known.id).last_used_at == later
 
 
-def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock) -> None:
-    import time
+def keys_used_per_day(app) -> dict:
+    """The admin chart's counts of keys used, by day."""
+    with app.app_context():
+        return dict(db.session.execute(select(KeyUseCount.day, KeyUseCount.keys_used)).all())
 
-    from livekit_auth.usage import UsageRecorder
+
+def test_each_key_counts_once_a_day_among_the_keys_used_whichever_worker_saw_it(
+    app, api, frozen_clock
+) -> None:
+    first, second = api.new_key(user_email="a@example.com"), api.new_key(user_email="b@example.com")
+    for key in (first, second, first):
+        api.get("/auth/check-key", key)
+    today = frozen_clock.current.date()
+    assert keys_used_per_day(app) == {today: 2}
+    # Another worker read the first key before this one wrote its use, and notes a use later on.
+    stale = replace(app.extensions["key_cache"].get(keys.digest(first)), last_used_at=None)
+    with app.app_context():
+        other_worker = UsageRecorder(db.engine, 60, flush_seconds=0)
+    other_worker.note(stale, frozen_clock.current + timedelta(minutes=2))
+    assert keys_used_per_day(app) == {today: 2}
+    assert stored_key(app, stale.id).last_used_at == frozen_clock.current + timedelta(minutes=2)
+    frozen_clock.advance(days=1)
+    api.get("/auth/check-key", first)
+    assert keys_used_per_day(app) == {today: 2, today + timedelta(days=1): 1}
+
+
+def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock) -> None:
 
     with app.app_context():
         app.extensions["usage"] = UsageRecorder(db.engine, 60, flush_seconds=0.1)

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
-from ..models import ApiKey, AuditEvent, KeyStatus, KeyUseDay, User
+from ..models import ApiKey, AuditEvent, KeyStatus, KeyUseCount, User
 
 PAGE_SIZE = 50
 CHART_DAYS = 30
@@ -118,12 +118,9 @@ def compute_overview(now: datetime) -> Overview:
         count_keys(ApiKey.created_at >= start, ApiKey.created_at < start + timedelta(days=1))
         for start in starts
     ]
-    used_rows = db.session.execute(
-        select(KeyUseDay.day, func.count())
-        .where(KeyUseDay.day >= starts[0].date())
-        .group_by(KeyUseDay.day)
-    ).all()
-    used = dict(used_rows)
+    used = dict(db.session.execute(
+        select(KeyUseCount.day, KeyUseCount.keys_used).where(KeyUseCount.day >= starts[0].date())
+    ).all())
     # One pass over the table for all three counts.
     counts = db.session.execute(
         select(
