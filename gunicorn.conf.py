@@ -36,8 +36,22 @@ if metrics_directory_made:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="livekit-auth-metrics-")
 
 
+# The workers of this server hear of each other's key changes at once through one number in a
+# file made here, before they are forked (livekit_auth/key_signal.py). This file does not import
+# the app: prometheus_client must first be imported after PROMETHEUS_MULTIPROC_DIR is set.
+if "LIVEKIT_AUTH_KEY_SIGNAL" not in os.environ:
+    signal_descriptor, signal_path = tempfile.mkstemp(prefix="livekit-auth-keys-")
+    os.write(signal_descriptor, bytes(8))
+    os.close(signal_descriptor)
+    os.environ["LIVEKIT_AUTH_KEY_SIGNAL"] = signal_path
+
+
 def on_exit(server):
-    """Remove the metrics directory, if this server made it."""
+    """Remove the key signal, and the metrics directory if this server made it."""
+    try:
+        os.unlink(os.environ["LIVEKIT_AUTH_KEY_SIGNAL"])
+    except FileNotFoundError:
+        pass
     if metrics_directory_made:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 

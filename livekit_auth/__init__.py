@@ -14,6 +14,7 @@ from .auth import routes as auth_routes
 from .extensions import csrf, db, limiter, migrate
 from .key_cache import KeyCache
 from .key_reader import KeyReader
+from .key_signal import signal_from_environment
 from .usage import UsageRecorder
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.register_errorhandlers(app)
     commands.register_commands(app)
     app.extensions["key_cache"] = KeyCache(
-        app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"]
+        app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"], signal_from_environment()
     )
     with app.app_context():
         app.extensions["key_reader"] = KeyReader(db.engine)

@@ -2,8 +2,10 @@
 
 Every change that can make a key unusable (revocation, rotation, pruning) bumps one version
 number in the database in the same transaction. Each worker reads that number at most every
-KEY_CACHE_POLL_SECONDS and drops its whole cache when it moved, so a revoked key is refused by
-every worker within that time. Expiry needs no signal: it is checked on every request.
+KEY_CACHE_POLL_SECONDS, and at once when its server's key signal moved, and drops its whole
+cache when the number moved: a key revoked through a worker is refused by every worker of the
+server on the next request, and by every other process within the poll. Expiry needs no
+signal: it is checked on every request.
 """
 
 import time
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from .key_signal import KeySignal
 from .models import KeyStatus, key_status
 
 
@@ -54,19 +57,24 @@ class KnownKey:
 class KeyCache:
     """A least-recently-used map from digest to KnownKey, bounded in size."""
 
-    def __init__(self, capacity: int, poll_seconds: float) -> None:
+    def __init__(self, capacity: int, poll_seconds: float, signal: KeySignal | None = None) -> None:
         self.capacity = capacity
         self.poll_seconds = poll_seconds
+        self.signal = signal
         self.entries: OrderedDict[str, KnownKey] = OrderedDict()
         self.version: int | None = None
         self.polled_at = float("-inf")
+        self.heard: int | None = None
 
     def sync(self, read_version: Callable[[], int]) -> None:
-        """Drop everything if the keys' version moved; ask at most every poll_seconds."""
+        """Drop everything if the keys' version moved; ask every poll_seconds, or when signalled."""
+        # Read before the version: a change is committed before its signal is sent.
+        heard = None if self.signal is None else self.signal.read()
         now = time.monotonic()
-        if now - self.polled_at < self.poll_seconds:
+        if heard == self.heard and now - self.polled_at < self.poll_seconds:
             return
         version = read_version()
+        self.heard = heard
         self.polled_at = now
         if version != self.version:
             self.entries.clear()

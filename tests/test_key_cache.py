@@ -4,7 +4,11 @@ import time
 from datetime import datetime, timezone
 
 from livekit_auth import create_app
+from livekit_auth.auth import services
+from livekit_auth.extensions import db
 from livekit_auth.key_cache import KeyCache, KnownKey
+from livekit_auth.key_signal import KeySignal
+from livekit_auth.models import ApiKey
 
 from .support import envelope_error, release
 
@@ -66,3 +70,46 @@ def test_an_expired_key_is_refused_at_its_expiry_even_when_cached(api, frozen_cl
     assert api.get("/auth/check-key", short).status_code == 200
     frozen_clock.advance(days=1)
     envelope_error(api.get("/auth/check-key", short), 401, "API key has expired")
+
+
+def signal_file(tmp_path) -> str:
+    """A key signal's file, as gunicorn.conf.py makes it."""
+    path = tmp_path / "key-signal"
+    path.write_bytes(bytes(8))
+    return str(path)
+
+
+def test_a_signal_sent_through_one_mapping_is_read_through_another(tmp_path) -> None:
+    path = signal_file(tmp_path)
+    sender, listener = KeySignal(path), KeySignal(path)  # as two workers map it
+    before = listener.read()
+    sender.send()
+    assert listener.read() == before + 1
+
+
+def test_a_moved_signal_makes_the_cache_ask_for_the_version_at_once(tmp_path) -> None:
+    versions = iter([1, 2])
+    signal = KeySignal(signal_file(tmp_path))
+    cache = KeyCache(capacity=10, poll_seconds=60, signal=signal)
+    cache.sync(lambda: next(versions))
+    cache.put(known("a"))
+    cache.sync(lambda: next(versions))  # within the poll interval and no signal: not asked
+    assert cache.get("a") is not None
+    signal.send()
+    cache.sync(lambda: next(versions))
+    assert cache.get("a") is None
+
+
+def test_a_key_change_sends_the_signal_when_it_commits_and_not_when_it_rolls_back(app, api, tmp_path) -> None:
+    signal = KeySignal(signal_file(tmp_path))
+    app.extensions["key_cache"].signal = signal
+    key = api.new_key()
+    key_id = api.get("/auth/keys", key).json["data"][0]["id"]
+    with app.app_context():
+        services.revoke(db.session.get(ApiKey, key_id), "test")
+        db.session.rollback()
+        assert signal.read() == 0
+        services.revoke(db.session.get(ApiKey, key_id), "test")
+        assert signal.read() == 0  # staged: another worker must not re-read the key yet
+        db.session.commit()
+        assert signal.read() == 1

@@ -14,6 +14,7 @@ from ..errors import ApiError
 from ..extensions import db
 from ..key_cache import KeyCache, KnownKey
 from ..key_reader import KeyReader
+from ..key_signal import send_after_commit
 from ..models import ApiKey, KeyChanges, KeyStatus, User
 
 INVALID_KEY = "Invalid API key"
@@ -130,6 +131,7 @@ def announce_key_change() -> None:
     if bumped.rowcount == 0:
         db.session.add(KeyChanges(id=1, version=1))
     key_cache().clear()
+    send_after_commit(db.session, key_cache().signal)
 
 
 def lock_user(user_id: int) -> None:
