@@ -36,8 +36,8 @@ def recording_update(*conditions: Any) -> Update:
     )
 
 
-# A use on a day the key was not used yet; executed for every note, its row count is how
-# many keys this batch used for the first time that day.
+# A use on a day the key was not used yet; its row count is how many keys a batch used for
+# the first time that day.
 FIRST_USE_OF_DAY = recording_update(
     or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < bindparam("day_start"))
 )
@@ -62,7 +62,7 @@ class UsageRecorder:
         self.engine = engine
         self.interval = timedelta(seconds=interval_seconds)
         self.flush_seconds = flush_seconds
-        self.pending: dict[int, datetime] = {}
+        self.pending: dict[int, tuple[datetime, bool]] = {}
         self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
         self.stopping = threading.Event()
@@ -71,9 +71,10 @@ class UsageRecorder:
         """Note a use of key, unless this worker noted one within the interval."""
         if key.last_used_at is not None and now - key.last_used_at < self.interval:
             return
+        first_of_day = key.last_used_at is None or key.last_used_at.date() < now.date()
         key.last_used_at = now
         with self.lock:
-            self.pending[key.id] = now
+            self.pending[key.id] = (now, first_of_day)
         if self.flush_seconds <= 0:
             self.flush()
         elif self.writer is None:
@@ -101,21 +102,28 @@ class UsageRecorder:
             notes, self.pending = self.pending, {}
         if not notes:
             return
-        by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
-        for key_id, used_at in sorted(notes.items()):
-            by_day[used_at.date()].append({
+        # What this worker saw decides which statement a note takes: its own first use of a key
+        # on a day is counted, unless another worker's already was.
+        first_uses: dict[date, list[dict[str, Any]]] = defaultdict(list)
+        later_uses: list[dict[str, Any]] = []
+        for key_id, (used_at, first_of_day) in sorted(notes.items()):
+            use = {
                 "key_id": key_id,
                 "used_at": used_at,
                 "day_start": datetime.combine(used_at.date(), time.min, used_at.tzinfo),
                 "threshold": used_at - self.interval,
-            })
+            }
+            (first_uses[used_at.date()] if first_of_day else later_uses).append(use)
         try:
             with self.engine.begin() as connection:
-                for day, uses in by_day.items():
-                    first_uses = connection.execute(FIRST_USE_OF_DAY, uses).rowcount
-                    if first_uses:
-                        count_keys_used(connection, day, first_uses)
-                connection.execute(LATER_USE, [use for uses in by_day.values() for use in uses])
+                for day, uses in first_uses.items():
+                    counted = connection.execute(FIRST_USE_OF_DAY, uses).rowcount
+                    if counted:
+                        count_keys_used(connection, day, counted)
+                    if counted < len(uses):
+                        later_uses += uses  # some were used today already: record them as later uses
+                if later_uses:
+                    connection.execute(LATER_USE, later_uses)
         except DBAPIError as error:
             # The database is away, or a key was deleted meanwhile: this batch is lost, the
             # writer carries on.
