@@ -69,10 +69,12 @@ def authenticate(presented: str) -> KnownKey:
     wanted = keys.digest(presented)
     cache = key_cache()
     cache.sync(read_key_changes)
-    known = cache.get(wanted) or look_up(wanted)
-    if known is None or not hmac.compare_digest(known.digest, wanted):
-        raise ApiError(401, INVALID_KEY)
-    cache.put(known)
+    known = cache.get(wanted)
+    if known is None:
+        known = look_up(wanted)
+        if known is None or not hmac.compare_digest(known.digest, wanted):
+            raise ApiError(401, INVALID_KEY)
+        cache.put(known)
     now = clock.now()
     status = known.status(now)
     if status is KeyStatus.REVOKED:
@@ -130,8 +132,9 @@ def announce_key_change() -> None:
     )
     if bumped.rowcount == 0:
         db.session.add(KeyChanges(id=1, version=1))
-    key_cache().clear()
-    send_after_commit(db.session, key_cache().signal)
+    cache = key_cache()
+    cache.clear()
+    send_after_commit(db.session, cache.signal)
 
 
 def lock_user(user_id: int) -> None:
