@@ -9,6 +9,7 @@ the file (the flask CLI, another server) are heard through the database poll alo
 KEY_CACHE_POLL_SECONDS.
 """
 
+import fcntl
 import mmap
 import os
 import struct
@@ -26,6 +27,7 @@ class KeySignal:
     """The shared number, mapped into this process."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         with open(path, "r+b") as handle:
             self.memory = mmap.mmap(handle.fileno(), COUNTER.size)
 
@@ -34,9 +36,15 @@ class KeySignal:
         return COUNTER.unpack_from(self.memory)[0]
 
     def send(self) -> None:
-        """Move the number. Two workers sending at once may move it only once: either move
-        sends every worker to the database, which then holds both changes."""
-        COUNTER.pack_into(self.memory, 0, (self.read() + 1) % 2**64)
+        """Move the number by one.
+
+        The file lock makes each send a move of its own: two sends that raced to one value
+        would let a worker that read it after the first commit miss the second. Sends are
+        rare (key changes), so the file is opened for each.
+        """
+        with open(self.path, "r+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released as the file closes
+            COUNTER.pack_into(self.memory, 0, (self.read() + 1) % 2**64)
 
 
 def signal_from_environment() -> KeySignal | None:

@@ -1,5 +1,6 @@
 """The per-worker key cache: bounded, and emptied by any key change in any worker."""
 
+import multiprocessing
 import time
 from datetime import datetime, timezone
 
@@ -113,3 +114,27 @@ def test_a_key_change_sends_the_signal_when_it_commits_and_not_when_it_rolls_bac
         assert signal.read() == 0  # staged: another worker must not re-read the key yet
         db.session.commit()
         assert signal.read() == 1
+
+
+def test_signals_sent_by_several_processes_at_once_all_move_the_number(tmp_path) -> None:
+    # A worker that read the number after one send must see the next one move it again, so
+    # sends that race must not collapse into one move.
+    path = signal_file(tmp_path)
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    senders = [context.Process(target=send_many, args=(path, start, 20_000)) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    start.set()
+    for sender in senders:
+        sender.join(timeout=60)
+    assert [sender.exitcode for sender in senders] == [0, 0, 0]
+    assert KeySignal(path).read() == 60_000
+
+
+def send_many(path: str, start, times: int) -> None:
+    """Send a signal many times, as one worker would, once every sender is ready."""
+    signal = KeySignal(path)
+    start.wait()
+    for _ in range(times):
+        signal.send()
