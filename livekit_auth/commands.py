@@ -17,7 +17,7 @@ from .admin import accounts
 from .auth import services
 from .errors import ApiError, describe_validation_error
 from .extensions import db
-from .models import Admin, AdminSession, ApiKey, KeyStatus, User
+from .models import Admin, AdminSession, ApiKey, KeyStatus, User, status_condition
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.")
@@ -81,12 +81,12 @@ def list_keys(email: str | None, status: str | None) -> None:
     if address is not None:
         query = query.where(User.email_canonical == address.lower())
     now = clock.now()
+    if status is not None:
+        query = query.where(status_condition(KeyStatus(status), now))
     row = "{:>6}  {:<14} {:<8} {:<32} {:<20} {:<26} {:<26}"
     click.echo(row.format("id", "prefix", "status", "email", "name", "created_at", "expires_at"))
     for key in db.session.scalars(query):
         key_status = key.status(now).value
-        if status is not None and key_status != status:
-            continue
         expires = timestamp(key.expires_at) if key.expires_at else "-"
         click.echo(row.format(
             key.id, key.display_prefix, key_status, key.user.email, key.name or "-",

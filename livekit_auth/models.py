@@ -3,7 +3,9 @@
 from datetime import date, datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    BigInteger, ColumnElement, Date, DateTime, ForeignKey, Index, Integer, String, and_, or_,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -100,6 +102,16 @@ class ApiKey(db.Model):
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
         return key_status(self.revoked_at, self.expires_at, at)
+
+
+def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
+    """SQL for keys in a state at a moment, matching key_status."""
+    not_expired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
+    if status is KeyStatus.REVOKED:
+        return ApiKey.revoked_at.is_not(None)
+    if status is KeyStatus.EXPIRED:
+        return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+    return and_(ApiKey.revoked_at.is_(None), not_expired)
 
 
 class KeyChanges(db.Model):

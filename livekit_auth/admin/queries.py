@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
-from ..models import ApiKey, AuditEvent, KeyStatus, KeyUseCount, User
+from ..models import ApiKey, AuditEvent, KeyStatus, KeyUseCount, User, status_condition
 
 PAGE_SIZE = 50
 CHART_DAYS = 30
@@ -47,16 +47,6 @@ def starts_with(column: InstrumentedAttribute[Any], prefix: str) -> ColumnElemen
     """column LIKE 'prefix%', with a range the column's B-tree index can answer."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return and_(column >= prefix, column < prefix + "\U0010ffff", column.like(escaped + "%", escape="\\"))
-
-
-def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
-    """SQL for keys in a state at a moment, matching ApiKey.status."""
-    not_expired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
-    if status is KeyStatus.REVOKED:
-        return ApiKey.revoked_at.is_not(None)
-    if status is KeyStatus.EXPIRED:
-        return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
-    return and_(ApiKey.revoked_at.is_(None), not_expired)
 
 
 def search(query: Select[Any], text: str) -> Select[Any]:

@@ -7,7 +7,7 @@ import hmac
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from .. import clock, keys
 from ..errors import ApiError
@@ -15,7 +15,7 @@ from ..extensions import db
 from ..key_cache import KeyCache, KnownKey
 from ..key_reader import KeyReader
 from ..key_signal import send_after_commit
-from ..models import ApiKey, KeyChanges, KeyStatus, User
+from ..models import ApiKey, KeyChanges, KeyStatus, User, status_condition
 
 INVALID_KEY = "Invalid API key"
 MISSING_KEY = "Invalid API key: the x-api-key header is missing"
@@ -151,8 +151,7 @@ def count_active(user_id: int, now: datetime, excluding: int | None = None) -> i
     query = (
         select(func.count())
         .select_from(ApiKey)
-        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
-        .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+        .where(ApiKey.user_id == user_id, status_condition(KeyStatus.ACTIVE, now))
     )
     if excluding is not None:
         query = query.where(ApiKey.id != excluding)
