@@ -318,7 +318,6 @@ def print_table(results: list[Backend]) -> None:
                   f"| {f['p99_ms']:.2f} | {f['non_2xx']} | {f['worker_cpu_us']:.0f} "
                   f"| {f['postgres_cpu_cores']:.2f} |")
     for backend in results:
-        summary = backend.summary()
         large, small = backend.uncached[backend.keys], backend.uncached[1_000]
         print(f"\n{backend.name}: seeded {backend.keys:,} keys in {backend.seed_seconds:.1f} s; "
               f"cold check without the key cache: {large:.0f} rps at {backend.keys:,} keys, "

@@ -31,7 +31,6 @@ migrate = Migrate()
 csrf = CSRFProtect()
 
 
-
 def failed_authentication(response: Response) -> bool:
     """Count a request against the failed-authentication limit only when it was refused."""
     return response.status_code == 401

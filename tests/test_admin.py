@@ -1,7 +1,5 @@
 """The admin pages through the test client: access, sessions, CSRF, revocation, search, audit."""
 
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import select
 

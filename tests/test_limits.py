@@ -5,7 +5,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from livekit_auth import create_app, keys
+from livekit_auth import create_app
 from livekit_auth.extensions import db
 from livekit_auth.models import User
 
