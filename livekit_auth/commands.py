@@ -165,7 +165,7 @@ def delete_admin(email: str) -> None:
     """Delete an admin account; their sessions end with it."""
     admin = accounts.find_admin(email)
     if admin is None:
-        raise click.ClickException(f"No admin has the email {email.strip().lower()}")
+        raise click.ClickException(f"No admin has the email {accounts.admin_email(email)}")
     db.session.execute(delete(AdminSession).where(AdminSession.admin_id == admin.id))
     db.session.delete(admin)
     audit.record(audit.ADMIN_DELETED, actor=audit.COMMAND_LINE, target=admin.email)

@@ -30,9 +30,14 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password, method="scrypt")
 
 
+def admin_email(email: str) -> str:
+    """An admin's email as stored and audited: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
 def find_admin(email: str) -> Admin | None:
     """The admin with this email, compared case-insensitively."""
-    return db.session.scalar(select(Admin).where(Admin.email == email.strip().lower()))
+    return db.session.scalar(select(Admin).where(Admin.email == admin_email(email)))
 
 
 def verify_login(email: str, password: str) -> Admin | None:
@@ -51,7 +56,7 @@ def recent_failures(email: str, address: str, now: datetime) -> int:
         select(func.count())
         .select_from(AuditEvent)
         .where(AuditEvent.action == audit.LOGIN_FAILED, AuditEvent.at > now - window)
-        .where(or_(AuditEvent.target == email.strip().lower()[:254], AuditEvent.address == address))
+        .where(or_(AuditEvent.target == admin_email(email)[:254], AuditEvent.address == address))
     )
     return db.session.scalar(query) or 0
 

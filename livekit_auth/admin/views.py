@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from .. import audit, clock
 from ..auth import services
-from ..extensions import csrf, db, limiter
+from ..extensions import csrf, db, failed_authentication, limiter
 from ..gate import public
 from ..models import ApiKey, KeyStatus, User
 from . import accounts, queries
@@ -85,7 +85,7 @@ def safe_next(target: str | None) -> str:
 @limiter.limit(
     lambda: current_app.config["RATELIMIT_ADMIN_LOGIN"],
     methods=["POST"],
-    deduct_when=lambda response: response.status_code == 401,
+    deduct_when=failed_authentication,
 )
 def login() -> ResponseReturnValue:
     """Sign in with email and password; repeated failures are slowed down."""
@@ -93,7 +93,7 @@ def login() -> ResponseReturnValue:
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("admin/login.html", form=form), status
-    email = form.email.data.strip().lower()
+    email = accounts.admin_email(form.email.data)
     address = audit.client_address()
     limit = current_app.config["ADMIN_LOGIN_MAX_FAILURES"]
     if accounts.recent_failures(email, address, clock.now()) >= limit:
