@@ -12,10 +12,10 @@ from . import commands, config, errors, gate, health, observability, openapi
 from .admin import views as admin_views
 from .auth import routes as auth_routes
 from .extensions import csrf, db, limiter, migrate
-from .key_cache import KeyCache
-from .key_reader import KeyReader
-from .key_signal import signal_from_environment
-from .usage import UsageRecorder
+from .keyring import Keyring
+from .keyring.cache import KeyCache
+from .keyring.signal import signal_from_environment
+from .keyring.usage import UsageRecorder
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -48,16 +48,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     errors.register_errorhandlers(app)
     commands.register_commands(app)
-    app.extensions["key_cache"] = KeyCache(
-        app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"], signal_from_environment()
-    )
     with app.app_context():
-        app.extensions["key_reader"] = KeyReader(db.engine)
-        app.extensions["usage"] = UsageRecorder(
-            db.engine,
-            app.config["LAST_USED_INTERVAL_SECONDS"],
-            app.config["LAST_USED_FLUSH_SECONDS"],
-        )
+        engine = db.engine
+    app.extensions["keyring"] = Keyring(
+        engine,
+        KeyCache(app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"], signal_from_environment()),
+        UsageRecorder(engine, app.config["LAST_USED_INTERVAL_SECONDS"], app.config["LAST_USED_FLUSH_SECONDS"]),
+    )
     app.before_request(gate.require_api_key)
     return app
 

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .admin.paths import is_admin_path
 from .envelope import error_response
 from .extensions import db
+from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey
 
 
 class ApiError(Exception):
@@ -70,6 +71,20 @@ def handle_api_error(error: ApiError) -> ResponseReturnValue:
     return failure(error.status, error.message)
 
 
+# The messages clients code against, by refusal.
+KEY_REFUSALS = {
+    MissingKey: "Invalid API key: the x-api-key header is missing",
+    InvalidKey: "Invalid API key",
+    RevokedKey: "API key has been revoked",
+    ExpiredKey: "API key has expired",
+}
+
+
+def handle_key_refused(error: KeyRefused) -> ResponseReturnValue:
+    """Answer a key that opens nothing with 401 and the contract's message for its kind."""
+    return failure(401, KEY_REFUSALS[type(error)])
+
+
 def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
     """Answer invalid input with 400, one readable message, and the per-field details."""
     sentence, messages = describe_validation_error(error)
@@ -95,6 +110,7 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(500, handle_internal_error)
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(KeyRefused, handle_key_refused)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(InterfaceError, handle_database_unavailable)

@@ -65,7 +65,7 @@ def clear_database(uri: str) -> None:
 
 def release(app: Flask) -> None:
     """Close every connection an app holds: the key reader's, then the pool's."""
-    app.extensions["key_reader"].close()
+    app.extensions["keyring"].close()
     with app.app_context():
         db.engine.dispose()
 

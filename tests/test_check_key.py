@@ -68,7 +68,7 @@ def test_a_tampered_key_is_refused_without_a_query(api, statements) -> None:
 def test_a_key_not_in_the_cache_is_read_with_one_query(app, api, statements) -> None:
     key = api.new_key()
     assert api.get("/auth/check-key", key).status_code == 200
-    app.extensions["key_cache"].entries.clear()
+    app.extensions["keyring"].cache.entries.clear()
     statements.clear()
     assert api.get("/auth/check-key", key).status_code == 200
     assert len([s for s in statements if "api_keys" in s]) == 1

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from livekit_auth import create_app
 from livekit_auth.auth import services
 from livekit_auth.extensions import db
-from livekit_auth.key_cache import KeyCache, KnownKey
-from livekit_auth.key_signal import KeySignal
+from livekit_auth.keyring.cache import KeyCache, KnownKey
+from livekit_auth.keyring.signal import KeySignal
 from livekit_auth.models import ApiKey
 
 from .support import envelope_error, release
@@ -103,7 +103,7 @@ def test_a_moved_signal_makes_the_cache_ask_for_the_version_at_once(tmp_path) ->
 
 def test_a_key_change_sends_the_signal_when_it_commits_and_not_when_it_rolls_back(app, api, tmp_path) -> None:
     signal = KeySignal(signal_file(tmp_path))
-    app.extensions["key_cache"].signal = signal
+    app.extensions["keyring"].cache.signal = signal
     key = api.new_key()
     key_id = api.get("/auth/keys", key).json["data"][0]["id"]
     with app.app_context():

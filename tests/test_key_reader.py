@@ -9,13 +9,13 @@ from livekit_auth.extensions import db
 
 def check_uncached(app, api, key: str) -> int:
     """Check a key with the cache emptied first, so that it is read from the database."""
-    app.extensions["key_cache"].clear()
+    app.extensions["keyring"].cache.clear()
     return api.get("/auth/check-key", key).status_code
 
 
 def backend_pid(app) -> int:
     """The PostgreSQL server process behind the key reader's held connection."""
-    return app.extensions["key_reader"].connection.connection.driver_connection.info.backend_pid
+    return app.extensions["keyring"].reader.connection.connection.driver_connection.info.backend_pid
 
 
 def require_postgresql(database_uri: str) -> None:
@@ -27,11 +27,11 @@ def require_postgresql(database_uri: str) -> None:
 def test_look_ups_reuse_one_held_connection(app, api) -> None:
     first, second = api.new_key(), api.new_key(user_email="other@example.com")
     assert check_uncached(app, api, first) == 200
-    held = app.extensions["key_reader"].connection
+    held = app.extensions["keyring"].reader.connection
     assert held is not None
     assert check_uncached(app, api, second) == 200
     assert check_uncached(app, api, first) == 200
-    assert app.extensions["key_reader"].connection is held
+    assert app.extensions["keyring"].reader.connection is held
 
 
 def test_the_held_connection_keeps_no_transaction_open(app, api, database_uri) -> None:
@@ -57,7 +57,7 @@ def test_a_check_succeeds_after_postgresql_ended_the_held_connection(app, api, d
 
 
 def test_a_failed_read_lets_the_connection_go_and_the_next_read_opens_another(app) -> None:
-    reader = app.extensions["key_reader"]
+    reader = app.extensions["keyring"].reader
     with pytest.raises(DBAPIError):
         reader.first(text("SELECT * FROM no_such_table"))
     assert reader.connection is None

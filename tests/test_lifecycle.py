@@ -10,7 +10,7 @@ from sqlalchemy import select
 from livekit_auth import keys
 from livekit_auth.extensions import db
 from livekit_auth.models import ApiKey, KeyUseCount
-from livekit_auth.usage import UsageRecorder
+from livekit_auth.keyring.usage import UsageRecorder
 
 from .support import envelope_error
 
@@ -277,10 +277,10 @@ def test_last_use_is_recorded_at_most_once_a_minute(app, api, frozen_clock) -> N
 def test_last_use_never_moves_backwards(app, api, frozen_clock) -> None:
     key = api.new_key()
     api.get("/auth/check-key", key)
-    known = app.extensions["key_cache"].get(keys.digest(key))
+    known = app.extensions["keyring"].cache.get(keys.digest(key))
     later = known.last_used_at
     known.last_used_at = None  # as a worker that read the row before the write would see it
-    app.extensions["usage"].note(known, later - timedelta(minutes=5))
+    app.extensions["keyring"].usage.note(known, later - timedelta(minutes=5))
     assert stored_key(app, known.id).last_used_at == later
 
 
@@ -299,7 +299,7 @@ def test_each_key_counts_once_a_day_among_the_keys_used_whichever_worker_saw_it(
     today = frozen_clock.current.date()
     assert keys_used_per_day(app) == {today: 2}
     # Another worker read the first key before this one wrote its use, and notes a use later on.
-    stale = replace(app.extensions["key_cache"].get(keys.digest(first)), last_used_at=None)
+    stale = replace(app.extensions["keyring"].cache.get(keys.digest(first)), last_used_at=None)
     with app.app_context():
         other_worker = UsageRecorder(db.engine, 60, flush_seconds=0)
     other_worker.note(stale, frozen_clock.current + timedelta(minutes=2))
@@ -313,7 +313,7 @@ def test_each_key_counts_once_a_day_among_the_keys_used_whichever_worker_saw_it(
 def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock) -> None:
 
     with app.app_context():
-        app.extensions["usage"] = UsageRecorder(db.engine, 60, flush_seconds=0.1)
+        app.extensions["keyring"].usage = UsageRecorder(db.engine, 60, flush_seconds=0.1)
     first, second = api.new_key(user_email="a@example.com"), api.new_key(user_email="b@example.com")
     for key in (first, second):
         api.get("/auth/check-key", key)
@@ -321,4 +321,4 @@ def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock) -
     assert all(stored_key(app, key_id).last_used_at is None for key_id in ids)
     time.sleep(0.3)
     assert all(stored_key(app, key_id).last_used_at == frozen_clock.current for key_id in ids)
-    app.extensions["usage"].stop()
+    app.extensions["keyring"].usage.stop()

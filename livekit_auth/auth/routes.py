@@ -10,7 +10,7 @@ from ..envelope import success_response
 from ..errors import ApiError
 from ..extensions import db, limiter
 from ..gate import public
-from ..key_cache import Holder
+from ..keyring.cache import Holder
 from ..models import ApiKey, User
 from ..schemas import (
     CreatedKeySchema,

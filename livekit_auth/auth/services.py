@@ -3,24 +3,17 @@
 Functions stage changes in the session; the caller commits once.
 """
 
-import hmac
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 
 from .. import clock, keys
 from ..errors import ApiError
 from ..extensions import db
-from ..key_cache import KeyCache, KnownKey
-from ..key_reader import KeyReader
-from ..key_signal import send_after_commit
-from ..models import ApiKey, KeyChanges, KeyStatus, User, status_condition
+from ..keyring import ExpiredKey, Keyring, RevokedKey
+from ..models import ApiKey, KeyStatus, User, status_condition
 
-INVALID_KEY = "Invalid API key"
-MISSING_KEY = "Invalid API key: the x-api-key header is missing"
-REVOKED_KEY = "API key has been revoked"
-EXPIRED_KEY = "API key has expired"
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
 REVOKED_BY_USER = "api"
@@ -58,83 +51,14 @@ def register_user(name: str, email: str, org_name: str | None) -> User:
     return user
 
 
-def authenticate(presented: str) -> KnownKey:
-    """Return the active key for a presented secret, or raise a 401.
-
-    A key with the wrong shape or checksum is refused before any query; a key seen recently
-    is answered from this worker's cache, which every key change empties.
-    """
-    if not keys.is_well_formed(presented):
-        raise ApiError(401, INVALID_KEY)
-    wanted = keys.digest(presented)
-    cache = key_cache()
-    cache.sync(read_key_changes)
-    known = cache.get(wanted)
-    if known is None:
-        known = look_up(wanted)
-        if known is None or not hmac.compare_digest(known.digest, wanted):
-            raise ApiError(401, INVALID_KEY)
-        cache.put(known)
-    now = clock.now()
-    status = known.status(now)
-    if status is KeyStatus.REVOKED:
-        raise ApiError(401, REVOKED_KEY)
-    if status is KeyStatus.EXPIRED:
-        raise ApiError(401, EXPIRED_KEY)
-    current_app.extensions["usage"].note(known, now)
-    return known
-
-
-# Built once: a key check runs in front of every API call, and building a statement costs
-# more than running it.
-LOOK_UP = (
-    select(
-        ApiKey.id, ApiKey.user_id, ApiKey.digest, ApiKey.display_prefix, ApiKey.created_at,
-        ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
-        User.name, User.email, User.org_name,
-    )
-    .join(User, ApiKey.user_id == User.id)
-    .where(ApiKey.digest == bindparam("digest"))
-)
-KEY_VERSION = select(KeyChanges.version).where(KeyChanges.id == 1)
-
-
-def look_up(digest: str) -> KnownKey | None:
-    """Read a key and its holder by digest: one indexed query of the columns needed.
-
-    It runs on the worker's held connection, not in the ORM session, which would triple the
-    cost of the query.
-    """
-    row = key_reader().first(LOOK_UP, {"digest": digest})
-    return None if row is None else KnownKey(*row)
-
-
-def key_cache() -> KeyCache:
-    """This worker's cache of keys for the current app."""
-    return current_app.extensions["key_cache"]
-
-
-def key_reader() -> KeyReader:
-    """This worker's connection for key look-ups, for the current app."""
-    return current_app.extensions["key_reader"]
-
-
-def read_key_changes() -> int:
-    """The current version of the keys, which moves with every change."""
-    row = key_reader().first(KEY_VERSION)
-    return 0 if row is None else row.version
+def keyring() -> Keyring:
+    """This worker's key check, for the current app."""
+    return current_app.extensions["keyring"]
 
 
 def announce_key_change() -> None:
     """Stage a bump of the keys' version, so that every worker drops its cached keys."""
-    bumped = db.session.execute(
-        update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)
-    )
-    if bumped.rowcount == 0:
-        db.session.add(KeyChanges(id=1, version=1))
-    cache = key_cache()
-    cache.clear()
-    send_after_commit(db.session, cache.signal)
+    keyring().stage_change(db.session)
 
 
 def lock_user(user_id: int) -> None:
@@ -186,7 +110,7 @@ def rotate_key(
     lock_user(old.user_id)
     db.session.refresh(old)
     if old.status(now) is not KeyStatus.ACTIVE:
-        raise ApiError(401, REVOKED_KEY if old.revoked_at else EXPIRED_KEY)
+        raise RevokedKey() if old.revoked_at else ExpiredKey()
     ensure_room_for_key(old.user_id, now, excluding=old.id)
     grace_end = now + timedelta(hours=grace_hours)
     if old.expires_at is None or grace_end < old.expires_at:

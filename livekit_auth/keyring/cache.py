@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from .key_signal import KeySignal
-from .models import KeyStatus, key_status
+from .signal import KeySignal
+from ..models import KeyStatus, key_status
 
 
 class Holder(NamedTuple):

@@ -21,8 +21,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
-from .key_cache import KnownKey
-from .models import ApiKey, KeyUseCount
+from .cache import KnownKey
+from ..models import ApiKey, KeyUseCount
 
 logger = logging.getLogger(__name__)
 
