@@ -11,11 +11,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import commands, config, errors, gate, health, observability, openapi
 from .admin import views as admin_views
 from .auth import routes as auth_routes
-from .extensions import csrf, db, limiter, migrate
+from .extensions import csrf, db, migrate
 from .keyring import Keyring
 from .keyring.cache import KeyCache
 from .keyring.signal import signal_from_environment
 from .keyring.usage import UsageRecorder
+from .rate_limits import RateLimits
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -50,10 +51,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     commands.register_commands(app)
     with app.app_context():
         engine = db.engine
+    app.extensions["rate_limits"] = RateLimits(app.config)
     app.extensions["keyring"] = Keyring(
         engine,
         KeyCache(app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"], signal_from_environment()),
         UsageRecorder(engine, app.config["LAST_USED_INTERVAL_SECONDS"], app.config["LAST_USED_FLUSH_SECONDS"]),
+        app.extensions["rate_limits"],
     )
     app.before_request(gate.require_api_key)
     return app
@@ -66,7 +69,6 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
     csrf.init_app(app)
-    limiter.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", configure_sqlite)

@@ -90,9 +90,6 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "RATELIMIT_CREATE_KEY": environ.get("RATELIMIT_CREATE_KEY", "10 per hour"),
         "RATELIMIT_FAILED_AUTH": environ.get("RATELIMIT_FAILED_AUTH", "60 per minute"),
         "RATELIMIT_ADMIN_LOGIN": environ.get("RATELIMIT_ADMIN_LOGIN", "5 per 15 minutes"),
-        "RATELIMIT_HEADERS_ENABLED": True,
-        # A limit store that is down lets requests through (and logs it), rather than failing them.
-        "RATELIMIT_SWALLOW_ERRORS": True,
         "RATELIMIT_KEY_PREFIX": environ.get("RATELIMIT_KEY_PREFIX", "livekit_auth"),
         "TRUSTED_PROXY_COUNT": int(environ.get("TRUSTED_PROXY_COUNT", "0")),
         "METRICS_TOKEN": environ.get("METRICS_TOKEN") or None,

@@ -1,10 +1,10 @@
 """The app-level error handlers, all answering in the one envelope."""
 
+import time
 from typing import Any
 
 from flask import Flask, current_app, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -13,6 +13,7 @@ from .admin.paths import is_admin_path
 from .envelope import error_response
 from .extensions import db
 from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey
+from .rate_limits import RateLimited
 
 
 class ApiError(Exception):
@@ -61,9 +62,15 @@ def handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
     return failure(413, f"The request body is larger than the {limit // 1024} KiB allowed")
 
 
-def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
-    """Answer 429, naming the limit; Flask-Limiter adds Retry-After."""
-    return failure(429, f"Too many requests (limit: {error.description}); try again later")
+def handle_rate_limited(error: RateLimited) -> ResponseReturnValue:
+    """Answer 429, naming the limit, with when to try again; only a 429 carries these headers."""
+    headers = {
+        "Retry-After": str(error.retry_after),
+        "X-RateLimit-Limit": str(error.limit.amount),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int(time.time()) + error.retry_after),
+    }
+    return failure(429, f"Too many requests (limit: {error.limit}); try again later", headers)
 
 
 def handle_api_error(error: ApiError) -> ResponseReturnValue:
@@ -107,7 +114,7 @@ def register_errorhandlers(app: Flask) -> None:
     """Attach the envelope handlers to the app, so routing 404/405 use them too."""
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(RequestEntityTooLarge, handle_too_large)
-    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    app.register_error_handler(RateLimited, handle_rate_limited)
     app.register_error_handler(500, handle_internal_error)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(KeyRefused, handle_key_refused)

@@ -36,5 +36,6 @@ def require_api_key() -> None:
     if is_public_request():
         return
     # Duplicate headers reach WSGI joined by commas, which no key contains: they are refused.
-    g.api_key = current_app.extensions["keyring"].authenticate(request.headers.get("x-api-key"))
+    keyring = current_app.extensions["keyring"]
+    g.api_key = keyring.authenticate(request.headers.get("x-api-key"), request.remote_addr or "")
     g.user = g.api_key.holder

@@ -16,7 +16,10 @@ KEY_CHECKS = Counter(
     "x-api-key checks by outcome: valid, invalid, revoked, expired, rate_limited.",
     ["outcome"],
 )
-
+LIMIT_STORE_ERRORS = Counter(
+    "livekit_auth_limit_store_errors_total",
+    "Calls to the rate limit store that failed or timed out; limits are not enforced meanwhile.",
+)
 
 KEY_CHECK_OUTCOMES = {
     outcome: KEY_CHECKS.labels(outcome)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from flask import Flask, g, request
 from werkzeug.wrappers import Response
 
-from .metrics import LATENCY, REQUESTS, count_key_check
+from .metrics import LATENCY, REQUESTS
 
 request_logger = logging.getLogger("livekit_auth.requests")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -36,8 +36,6 @@ def finish_request(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"
     REQUESTS.labels(endpoint, str(response.status_code)).inc()
     LATENCY.labels(endpoint).observe(seconds)
-    if response.status_code == 429 and request.headers.get("x-api-key") is not None:
-        count_key_check("rate_limited")
     line = {
         "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "method": request.method,

@@ -1,11 +1,16 @@
 """Rate limits: per client address, from the environment, shared across workers through Redis."""
 
+import socket
+import time
 import uuid
+
 import pytest
+import redis
 import requests
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from livekit_auth import create_app
+from livekit_auth import create_app, keys, rate_limits
 from livekit_auth.extensions import db
 from livekit_auth.models import User
 
@@ -53,15 +58,61 @@ def test_create_key_is_limited_per_address_with_retry_after(app, limited) -> Non
     assert users(app) == 3
 
 
-def test_failed_key_checks_are_limited_and_valid_ones_are_not(app, limited) -> None:
+def check(client, key=None, path="/auth/check-key"):
+    """GET a path with key in x-api-key, or without the header."""
+    return client.get(path, headers={} if key is None else {"x-api-key": key})
+
+
+def test_an_address_past_its_failed_checks_is_refused_all_but_the_keys_it_already_proved(app, limited) -> None:
     client = limited(RATELIMIT_FAILED_AUTH="5 per minute").test_client()
-    key = create(client, "ok@example.com").json["data"]["api_key"]
+    proven = create(client, "proven@example.com").json["data"]["api_key"]
+    unproven = create(client, "unproven@example.com").json["data"]["api_key"]
     for _ in range(10):
-        assert client.get("/auth/check-key", headers={"x-api-key": key}).status_code == 200
-    for _ in range(5):
-        envelope_error(client.get("/auth/check-key", headers={"x-api-key": "lvk_wrong"}), 401)
-    envelope_error(client.get("/auth/check-key", headers={"x-api-key": key}), 429)
-    envelope_error(client.get("/auth/keys", headers={"x-api-key": key}), 429)
+        assert check(client, proven).status_code == 200
+    for bad in ("lvk_wrong", None, "lvk_" + "A" * 49, "not a key", "lvk_" + proven[4:-1] + "x"):
+        envelope_error(check(client, bad), 401)
+    refused = check(client, "lvk_wrong")
+    envelope_error(refused, 429, "Too many requests (limit: 5 per 1 minute); try again later")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Limit"] == "5" and refused.headers["X-RateLimit-Remaining"] == "0"
+    # A key this worker already holds as active is no guess: it keeps working.
+    assert check(client, proven).status_code == 200
+    assert check(client, proven, "/auth/keys").status_code == 200
+    # Any key it would have to look up is refused before the look-up.
+    envelope_error(check(client, unproven), 429)
+
+
+def test_only_a_429_carries_retry_after_and_rate_limit_headers(limited) -> None:
+    client = limited(RATELIMIT_FAILED_AUTH="1 per minute", RATELIMIT_CREATE_KEY="1 per hour").test_client()
+    created = create(client, "a@example.com")
+    key = created.json["data"]["api_key"]
+    answers = [created, check(client, key), check(client, "lvk_wrong"), check(client, key)]
+    assert [answer.status_code for answer in answers] == [200, 200, 401, 200]
+    refused = [check(client, "lvk_wrong"), create(client, "b@example.com")]
+    assert [answer.status_code for answer in refused] == [429, 429]
+    for answer in answers:
+        assert not [name for name in answer.headers.keys() if name.lower().startswith(("retry-after", "x-ratelimit"))]
+    for answer in refused:
+        assert int(answer.headers["Retry-After"]) > 0 and "X-RateLimit-Reset" in answer.headers
+
+
+def test_probes_and_metrics_are_never_limited(limited) -> None:
+    client = limited(RATELIMIT_FAILED_AUTH="2 per minute", METRICS_TOKEN="metrics-secret").test_client()
+    for _ in range(3):
+        check(client, "lvk_wrong")
+    envelope_error(check(client, "lvk_wrong"), 429)
+    assert client.get("/health").status_code == 200
+    assert client.get("/health/ready").status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
+
+
+def test_failed_guesses_count_on_paths_that_do_not_exist(limited) -> None:
+    client = limited(RATELIMIT_FAILED_AUTH="3 per minute").test_client()
+    guess = "lvk_" + "B" * 43
+    guess += keys.checksum(guess[4:])
+    for path in ("/nothing", "/auth/nothing", "/assistant/list"):
+        envelope_error(check(client, guess, path), 401)
+    envelope_error(check(client, guess), 429)
 
 
 def test_limits_can_be_turned_off(limited) -> None:
@@ -69,10 +120,86 @@ def test_limits_can_be_turned_off(limited) -> None:
     assert [create(client, f"u{n}@example.com").status_code for n in range(3)] == [200] * 3
 
 
-def test_a_limit_store_that_is_down_lets_requests_through(limited) -> None:
+def store_errors() -> float:
+    """How many limit store calls have failed in this process."""
+    return REGISTRY.get_sample_value("livekit_auth_limit_store_errors_total") or 0.0
+
+
+def store_warnings(caplog) -> list[str]:
+    """The warnings logged about the limit store."""
+    return [record.getMessage() for record in caplog.records if "rate limit store failed" in record.getMessage()]
+
+
+def test_a_limit_store_that_is_down_lets_requests_through_and_says_so_once(limited, caplog) -> None:
+    errors_before = store_errors()
     client = limited(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0", RATELIMIT_CREATE_KEY="1 per hour").test_client()
     assert [create(client, f"u{n}@example.com").status_code for n in range(3)] == [200] * 3
     assert client.get("/auth/check-key", headers={"x-api-key": "lvk_x"}).status_code == 401
+    assert len(store_warnings(caplog)) == 1
+    # After one failure the store is left alone for a few seconds: one error, not four.
+    assert store_errors() - errors_before == 1
+
+
+def test_while_the_store_stays_down_each_retry_counts_but_warns_no_more(limited, caplog, monkeypatch) -> None:
+    monkeypatch.setattr(rate_limits, "STORE_RETRY_SECONDS", 0)
+    errors_before = store_errors()
+    client = limited(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
+    assert [create(client, f"u{n}@example.com").status_code for n in range(3)] == [200] * 3
+    assert store_errors() - errors_before == 3
+    assert len(store_warnings(caplog)) == 1
+
+
+def test_a_limit_store_that_never_answers_costs_one_short_wait(limited, caplog) -> None:
+    # A socket that accepts connections (the kernel's backlog) and never says a word.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        store = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        client = limited(RATELIMIT_STORAGE_URI=store, RATELIMIT_CREATE_KEY="1 per hour").test_client()
+        started = time.monotonic()
+        codes = [create(client, f"u{n}@example.com").status_code for n in range(5)]
+        waited = time.monotonic() - started
+        assert client.get("/health").status_code == 200
+    assert codes == [200] * 5
+    # redis-py's default would wait 5 s on each of them.
+    assert waited < 2, waited
+    assert len(store_warnings(caplog)) == 1
+
+
+def test_with_redis_a_proven_key_costs_no_command_and_a_refusal_at_most_two(limited, monkeypatch) -> None:
+    redis_url = require_service("TEST_REDIS_URL", "set it to a Redis database the test may use")
+    sent: list[str] = []
+    send = redis.Redis.execute_command
+
+    def counting(client, *args, **options):
+        sent.append(str(args[0]))
+        return send(client, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counting)
+    client = limited(
+        RATELIMIT_STORAGE_URI=redis_url, RATELIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}",
+        RATELIMIT_FAILED_AUTH="4 per minute",
+    ).test_client()
+    proven = create(client, "proven@example.com").json["data"]["api_key"]
+    unknown = "lvk_" + "C" * 43
+    unknown += keys.checksum(unknown[4:])
+    check(client, "lvk_warm_up")  # Redis learns the counting script on its first use
+
+    def commands(key, times: int = 1) -> int:
+        """Redis commands the app sent while it answered `times` checks of a key."""
+        sent.clear()
+        for _ in range(times):
+            check(client, key)
+        return len(sent)
+
+    assert commands(proven) == 1  # a key not yet proven: is the address allowed?
+    assert commands(proven, times=20) == 0
+    assert commands(unknown) == 2  # allowed? then count the failure
+    assert commands("lvk_malformed") == 2
+    assert commands(None) == 2
+    assert check(client, unknown).status_code == 429
+    assert commands(unknown) == 2  # allowed? no: then how long until it is
+    assert commands(proven, times=20) == 0
 
 
 def test_behind_a_proxy_limits_key_on_the_real_client(limited) -> None:
@@ -108,6 +235,7 @@ def test_a_redis_limit_holds_across_workers_and_hosts(database_uri, tmp_path) ->
     settings = {
         "RATELIMIT_ENABLED": "true", "RATELIMIT_STORAGE_URI": redis_url,
         "RATELIMIT_CREATE_KEY": "6 per hour", "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+        "RATELIMIT_FAILED_AUTH": "3 per minute",
     }
     # Two servers of one worker each, as two hosts would be: which process answers is certain.
     with live_server(database_uri, tmp_path, workers=1, **settings) as first, \
@@ -121,6 +249,14 @@ def test_a_redis_limit_holds_across_workers_and_hosts(database_uri, tmp_path) ->
         assert [create_once(n).status_code for n in range(6)] == [200] * 6
         envelope_error(create_once(6), 429)
         envelope_error(create_once(7), 429)
+
+        def guess(n: int) -> requests.Response:
+            server = (first, second)[n % 2]
+            return requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": "lvk_guess"}, timeout=10)
+
+        assert [guess(n).status_code for n in range(3)] == [401] * 3
+        envelope_error(guess(3), 429)
+        envelope_error(guess(4), 429)
     if not database_uri.startswith("sqlite"):
         from .support import clear_database
 

@@ -21,9 +21,10 @@ from werkzeug.wrappers import Response
 
 from .. import audit, clock
 from ..auth import services
-from ..extensions import csrf, db, failed_authentication, limiter
+from ..extensions import csrf, db
 from ..gate import public
 from ..models import ApiKey, KeyStatus, User
+from ..rate_limits import limit_per_address
 from . import accounts, queries
 from .forms import ConfirmForm, LoginForm
 from .paths import PREFIX, is_admin_path
@@ -82,11 +83,7 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(
-    lambda: current_app.config["RATELIMIT_ADMIN_LOGIN"],
-    methods=["POST"],
-    deduct_when=failed_authentication,
-)
+@limit_per_address("RATELIMIT_ADMIN_LOGIN", counts=lambda response: response.status_code == 401)
 def login() -> ResponseReturnValue:
     """Sign in with email and password; repeated failures are slowed down."""
     form = LoginForm()

@@ -2,16 +2,17 @@
 
 from typing import Any
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from ..envelope import success_response
 from ..errors import ApiError
-from ..extensions import db, limiter
+from ..extensions import db
 from ..gate import public
 from ..keyring.cache import Holder
 from ..models import ApiKey, User
+from ..rate_limits import limit_per_address
 from ..schemas import (
     CreatedKeySchema,
     CreateKeySchema,
@@ -48,7 +49,7 @@ def issued(key: ApiKey, secret: str) -> dict[str, Any]:
 
 @bp.post("/create-key")
 @public
-@limiter.limit(lambda: current_app.config["RATELIMIT_CREATE_KEY"])
+@limit_per_address("RATELIMIT_CREATE_KEY")
 def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
     fields = load_json_body(CreateKeySchema())

@@ -7,6 +7,7 @@ or raises one of the refusals below, which the error handlers turn into statuses
 """
 
 import hmac
+from datetime import datetime
 
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from .. import clock, keys
 from ..metrics import count_key_check
 from ..models import ApiKey, KeyChanges, KeyStatus, User
+from ..rate_limits import RateLimited, RateLimits
 from .cache import KeyCache, KnownKey
 from .reader import KeyReader
 from .signal import send_after_commit
@@ -61,46 +63,73 @@ KEY_VERSION = select(KeyChanges.version).where(KeyChanges.id == 1)
 BUMP_KEY_VERSION = update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)
 
 
+FAILED_AUTH = "RATELIMIT_FAILED_AUTH"
+
+
 class Keyring:
     """One worker's key check, with the state it keeps between requests."""
 
-    def __init__(self, engine: Engine, cache: KeyCache, usage: UsageRecorder) -> None:
+    def __init__(
+        self, engine: Engine, cache: KeyCache, usage: UsageRecorder, rate_limits: RateLimits
+    ) -> None:
         self.cache = cache
         self.reader = KeyReader(engine)
         self.usage = usage
+        self.rate_limits = rate_limits
 
-    def authenticate(self, presented: str | None) -> KnownKey:
+    def authenticate(self, presented: str | None, address: str) -> KnownKey:
         """The active key a presented secret names, or a refusal.
 
-        A key with the wrong shape or checksum is refused before any query; a key seen
-        recently is answered from the cache, which every key change empties.
+        A key this worker already holds as active is answered from its cache, with no other
+        work. Anything else may be a guess: an address past RATELIMIT_FAILED_AUTH is refused
+        before any more work, and each refusal counts against it. A key of the wrong shape or
+        checksum is refused without a query.
         """
-        if presented is None:
-            self.refuse(MissingKey())
-        if not keys.is_well_formed(presented):
-            self.refuse(InvalidKey())
-        wanted = keys.digest(presented)
-        self.cache.sync(self.read_version)
-        known = self.cache.get(wanted)
-        if known is None:
-            known = self.look_up(wanted)
-            if known is None or not hmac.compare_digest(known.digest, wanted):
-                self.refuse(InvalidKey())
-            self.cache.put(known)
+        wanted = keys.digest(presented) if presented and keys.is_well_formed(presented) else None
+        if wanted is not None:
+            self.cache.sync(self.read_version)
+        known = None if wanted is None else self.cache.get(wanted)
         now = clock.now()
-        status = known.status(now)
-        if status is KeyStatus.REVOKED:
-            self.refuse(RevokedKey())
-        if status is KeyStatus.EXPIRED:
-            self.refuse(ExpiredKey())
+        if known is None or known.status(now) is not KeyStatus.ACTIVE:
+            self.throttle(address)
+            try:
+                known = self.verify(presented, wanted, known, now)
+            except KeyRefused as refusal:
+                self.rate_limits.count(FAILED_AUTH, "failed-auth", address)
+                count_key_check(refusal.outcome)
+                raise
         self.usage.note(known, now)
         count_key_check("valid")
         return known
 
-    def refuse(self, refusal: KeyRefused) -> None:
-        """Count a refusal and raise it."""
-        count_key_check(refusal.outcome)
-        raise refusal
+    def throttle(self, address: str) -> None:
+        """Refuse an address that has failed too many key checks lately."""
+        try:
+            self.rate_limits.check(FAILED_AUTH, "failed-auth", address)
+        except RateLimited:
+            count_key_check("rate_limited")
+            raise
+
+    def verify(
+        self, presented: str | None, wanted: str | None, cached: KnownKey | None, now: datetime
+    ) -> KnownKey:
+        """The active key for a secret not cached as active, reading it if need be; or a refusal."""
+        if presented is None:
+            raise MissingKey()
+        if wanted is None:
+            raise InvalidKey()
+        known = cached
+        if known is None:
+            known = self.look_up(wanted)
+            if known is None or not hmac.compare_digest(known.digest, wanted):
+                raise InvalidKey()
+            self.cache.put(known)
+        status = known.status(now)
+        if status is KeyStatus.REVOKED:
+            raise RevokedKey()
+        if status is KeyStatus.EXPIRED:
+            raise ExpiredKey()
+        return known
 
     def look_up(self, digest: str) -> KnownKey | None:
         """Read a key and its holder by digest: one indexed query of the columns needed.

@@ -1,0 +1,144 @@
+"""Limits per client address, counted in the limit store, consulted only where one applies.
+
+Built on the `limits` library (the one Flask-Limiter is built on, so `memory://` and
+`redis://` stores work as before) rather than on Flask-Limiter, whose hooks evaluate every
+request of the app and cost more than Flask itself. A route declares its limit with
+@limit_per_address; the key check keeps its own count of failures (keyring/throttle.py).
+
+A store that fails or does not answer within STORE_TIMEOUT_SECONDS lets requests through
+(fail-open): it is then left alone for STORE_RETRY_SECONDS, one warning is logged for the
+whole episode, and every failure is counted in livekit_auth_limit_store_errors_total.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Mapping
+from functools import wraps
+from typing import Any, ParamSpec
+
+from flask import current_app, request
+from flask.typing import ResponseReturnValue
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.wrappers import Response
+
+from .metrics import LIMIT_STORE_ERRORS
+
+logger = logging.getLogger(__name__)
+STORE_TIMEOUT_SECONDS = 0.1
+STORE_RETRY_SECONDS = 5.0
+LIMIT_SETTINGS = ("RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN")
+Params = ParamSpec("Params")
+
+
+class RateLimited(Exception):
+    """A client out of room under a limit, with the seconds until the window ends."""
+
+    def __init__(self, limit: RateLimitItem, retry_after: int) -> None:
+        super().__init__(str(limit))
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+def open_store(uri: str) -> Storage:
+    """The limit store a URI names; a Redis one gives up on any call after STORE_TIMEOUT_SECONDS."""
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if uri.startswith(("redis://", "rediss://", "redis+unix://")):
+        options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)
+    return storage_from_string(uri, **options)
+
+
+class RateLimits:
+    """The app's limits, parsed once, and the fixed windows that count them."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.enabled = bool(config["RATELIMIT_ENABLED"])
+        self.prefix = config["RATELIMIT_KEY_PREFIX"]
+        self.limits = {name: parse(config[name]) for name in LIMIT_SETTINGS}
+        self.store = open_store(config["RATELIMIT_STORAGE_URI"])
+        self.windows = FixedWindowRateLimiter(self.store)
+        self.resting_until = float("-inf")
+        self.failing = False
+
+    def check(self, setting: str, *scope: str) -> None:
+        """Raise RateLimited when the scope has no room left under a limit; count nothing."""
+        limit = self.limits[setting]
+        if self.enabled and not self.ask(lambda: self.windows.test(limit, self.prefix, *scope), True):
+            raise self.refusal(limit, scope)
+
+    def take(self, setting: str, *scope: str) -> None:
+        """Count one request under a limit; raise RateLimited when it went past the limit."""
+        limit = self.limits[setting]
+        if self.enabled and not self.ask(lambda: self.windows.hit(limit, self.prefix, *scope), True):
+            raise self.refusal(limit, scope)
+
+    def count(self, setting: str, *scope: str) -> None:
+        """Count one request under a limit, whatever the room left."""
+        limit = self.limits[setting]
+        if self.enabled:
+            self.ask(lambda: self.windows.hit(limit, self.prefix, *scope), True)
+
+    def refusal(self, limit: RateLimitItem, scope: tuple[str, ...]) -> RateLimited:
+        """The refusal of a scope out of room, with the seconds until its window ends."""
+        key = limit.key_for(self.prefix, *scope)
+        window_ends = self.ask(lambda: self.store.get_expiry(key), time.time() + limit.get_expiry())
+        return RateLimited(limit, max(1, math.ceil(window_ends - time.time())))
+
+    def ask(self, call: Callable[[], Any], otherwise: Any) -> Any:
+        """The store's answer to a call; `otherwise` when it fails, or rests after failing."""
+        if time.monotonic() < self.resting_until:
+            return otherwise
+        try:
+            answer = call()
+        except StorageError as error:
+            LIMIT_STORE_ERRORS.inc()
+            self.resting_until = time.monotonic() + STORE_RETRY_SECONDS
+            if not self.failing:
+                self.failing = True
+                logger.warning(
+                    "rate limit store failed (%s); limits are not enforced until it answers again",
+                    type(error.storage_error).__name__,
+                )
+            return otherwise
+        self.failing = False
+        return answer
+
+
+def rate_limits() -> RateLimits:
+    """The current app's limits."""
+    return current_app.extensions["rate_limits"]
+
+
+def limit_per_address(
+    setting: str,
+    counts: Callable[[Response], bool] | None = None,
+    methods: Collection[str] = ("POST",),
+) -> Callable[[Callable[Params, ResponseReturnValue]], Callable[Params, ResponseReturnValue]]:
+    """Limit a view's requests of some methods per client address, to the limit a setting names.
+
+    Without `counts` every request counts and the one past the limit is refused. With it, only
+    the answers it picks count (failed logins, say), and an address already out of room is
+    refused before the view runs.
+    """
+
+    def decorate(view: Callable[Params, ResponseReturnValue]) -> Callable[Params, ResponseReturnValue]:
+        @wraps(view)
+        def limited(*args: Params.args, **kwargs: Params.kwargs) -> ResponseReturnValue:
+            if request.method not in methods:
+                return view(*args, **kwargs)
+            scope = (view.__name__, request.remote_addr or "")
+            if counts is None:
+                rate_limits().take(setting, *scope)
+                return view(*args, **kwargs)
+            rate_limits().check(setting, *scope)
+            response = current_app.make_response(view(*args, **kwargs))
+            if counts(response):
+                rate_limits().count(setting, *scope)
+            return response
+
+        return limited
+
+    return decorate
