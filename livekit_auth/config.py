@@ -32,8 +32,10 @@ def engine_options(url: str) -> dict[str, Any]:
         return {}  # one in-memory connection: there is no pool to order
     if url.startswith("postgresql"):
         timeout_ms = DATABASE_TIMEOUT_SECONDS * 1000
-        # No pre-ping (a round trip per request): a connection found dead fails one request
-        # with 503, and SQLAlchemy then replaces every pooled connection made before it.
+        # A pooled connection is pinged as it is checked out, so that after a restart of the
+        # database no request fails on a connection that died meanwhile. Key checks read on the
+        # keyring's held connection, not the pool, so the ping costs nothing on the hot path.
+        options["pool_pre_ping"] = True
         options["connect_args"] = {
             "connect_timeout": DATABASE_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={timeout_ms}",
