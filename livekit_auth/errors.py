@@ -3,13 +3,13 @@
 import time
 from typing import Any
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .admin.paths import is_admin_path
+from .blueprints import owning_blueprint
 from .envelope import error_response
 from .extensions import db
 from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey
@@ -40,9 +40,10 @@ def describe_validation_error(error: ValidationError) -> tuple[str, dict[str, li
 
 
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> ResponseReturnValue:
-    """The envelope for the API; an HTML page, never JSON, for the admin pages."""
-    if is_admin_path(request.path):
-        return render_template("admin/error.html", status=status, message=message), status, headers or {}
+    """The envelope, unless the blueprint that owns the path renders errors its own way."""
+    render = getattr(owning_blueprint(), "error_page", None)
+    if render is not None:
+        return render(status, message, headers or {})
     return error_response(status, message, headers=headers)
 
 

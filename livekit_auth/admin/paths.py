@@ -2,7 +2,3 @@
 
 PREFIX = "/admin"
 
-
-def is_admin_path(path: str) -> bool:
-    """Tell whether a path belongs to the admin pages, matched to a view or not."""
-    return path == PREFIX or path.startswith(PREFIX + "/")

@@ -27,7 +27,7 @@ from ..models import ApiKey, KeyStatus, User
 from ..rate_limits import limit_per_address
 from . import accounts, queries
 from .forms import ConfirmForm, LoginForm
-from .paths import PREFIX, is_admin_path
+from .paths import PREFIX
 
 bp = public(Blueprint("admin", __name__, url_prefix=PREFIX))
 INVALID_LOGIN = "Invalid email or password"
@@ -67,12 +67,21 @@ def require_admin() -> ResponseReturnValue | None:
     return None
 
 
-@bp.after_app_request
+@bp.after_request
 def add_security_headers(response: Response) -> Response:
-    """Give every admin response, error pages included, the browser protections."""
-    if is_admin_path(request.path):
-        response.headers.update(SECURITY_HEADERS)
+    """Give every admin page the browser protections (error pages get them from error_page)."""
+    response.headers.update(SECURITY_HEADERS)
     return response
+
+
+def error_page(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
+    """An admin error as an HTML page, never JSON, with the browser protections."""
+    return render_template("admin/error.html", status=status, message=message), status, {
+        **headers, **SECURITY_HEADERS
+    }
+
+
+bp.error_page = error_page  # type: ignore[attr-defined]  # read by errors.failure
 
 
 def safe_next(target: str | None) -> str:
