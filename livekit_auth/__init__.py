@@ -8,11 +8,13 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import commands, config, errors, gate, health, observability, openapi
+from . import commands, config, errors, gate, health, openapi
 from .admin import views as admin_views
 from .auth import routes as auth_routes
 from .extensions import csrf, db, migrate
 from .keyring import Keyring
+from .observability import RequestLog
+from .sessions import SessionOnlyWhenSent
 from .keyring.cache import KeyCache
 from .keyring.signal import signal_from_environment
 from .keyring.usage import UsageRecorder
@@ -35,6 +37,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if app.config["ENVIRONMENT"] == "production":
             raise RuntimeError("LIVEKIT_AUTH_ENV=production needs an explicit SECRET_KEY")
         app.config["SECRET_KEY"] = config.load_or_create_secret_key(app.instance_path)
+    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
     proxies = app.config["TRUSTED_PROXY_COUNT"]
     if proxies:
         # Only the last `proxies` X-Forwarded-* entries are believed, so a client cannot
@@ -44,7 +47,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         "SQLALCHEMY_ENGINE_OPTIONS", config.engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     )
     app.json.sort_keys = False  # keep fields in the order the contract documents them
-    observability.register_observability(app)
+    app.session_interface = SessionOnlyWhenSent()
     register_extensions(app)
     register_blueprints(app)
     errors.register_errorhandlers(app)
@@ -58,7 +61,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         UsageRecorder(engine, app.config["LAST_USED_INTERVAL_SECONDS"], app.config["LAST_USED_FLUSH_SECONDS"]),
         app.extensions["rate_limits"],
     )
-    app.before_request(gate.require_api_key)
+    gate.register_gate(app)
     return app
 
 

@@ -2,7 +2,10 @@
 
 from typing import TypeVar
 
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
+
+from .blueprints import owning_blueprint
+from .observability import LOGGED_ENDPOINT, LOGGED_KEY
 
 Target = TypeVar("Target")
 
@@ -13,29 +16,40 @@ def public(target: Target) -> Target:
     return target
 
 
-def is_public_request() -> bool:
+def is_public_request(endpoint: str | None) -> bool:
     """Tell whether the request is on the allow-list; an unmatched path only under a public prefix."""
-    endpoint = request.endpoint
     if endpoint is None:
-        return any(
-            getattr(blueprint, "is_public", False)
-            and blueprint.url_prefix
-            and (request.path == blueprint.url_prefix or request.path.startswith(blueprint.url_prefix + "/"))
-            for blueprint in current_app.blueprints.values()
+        return getattr(owning_blueprint(), "is_public", False)
+    decided = current_app.extensions["public_endpoints"]
+    public = decided.get(endpoint)
+    if public is None:
+        public = decided[endpoint] = endpoint == "static" or any(
+            getattr(target, "is_public", False)
+            for target in (owning_blueprint(), current_app.view_functions[endpoint])
         )
-    if endpoint == "static":
-        return True
-    blueprint = current_app.blueprints.get(request.blueprint or "")
-    if getattr(blueprint, "is_public", False):
-        return True
-    return getattr(current_app.view_functions[endpoint], "is_public", False)
+    return public
 
 
 def require_api_key() -> None:
-    """Authenticate the x-api-key header and put the key and its user on flask.g."""
-    if is_public_request():
+    """Authenticate the x-api-key header and put the key and its user on flask.g.
+
+    What the request log needs of it (the endpoint, the key) is left in the WSGI environ, which
+    outlives the request context.
+    """
+    endpoint = request.endpoint
+    environ = request.environ
+    environ[LOGGED_ENDPOINT] = endpoint
+    if is_public_request(endpoint):
         return
     # Duplicate headers reach WSGI joined by commas, which no key contains: they are refused.
     keyring = current_app.extensions["keyring"]
-    g.api_key = keyring.authenticate(request.headers.get("x-api-key"), request.remote_addr or "")
+    g.api_key = environ[LOGGED_KEY] = keyring.authenticate(
+        environ.get("HTTP_X_API_KEY"), request.remote_addr or ""
+    )
     g.user = g.api_key.holder
+
+
+def register_gate(app: Flask) -> None:
+    """Put the gate in front of every view; whether an endpoint is public is decided once."""
+    app.extensions["public_endpoints"] = {}
+    app.before_request(require_api_key)
