@@ -1,8 +1,11 @@
 """make bench: key checks against the framework's own floor, at a million keys.
 
-For each backend: seed a fresh database in bulk, start the production gunicorn configuration,
-drive wrk at every endpoint in alternating rounds, and report requests per second, p50, p99
-and worker memory, each endpoint's throughput as a ratio of /health's. Results go to
+For each backend: seed a fresh database in bulk; start, side by side, the bare Flask route of
+bench/floor_app.py and our app with its production defaults (limits on in memory, metrics, the
+request log), both under the project's gunicorn.conf.py, and our app again with its limits in
+Redis; drive wrk at every workload in alternating rounds; report requests per second, p50,
+p99, worker CPU and memory, every throughput as a ratio of the bare route's. The in-process
+cost of one /health and of one bare request comes from bench/in_process.py. Results go to
 bench/results/ as JSON and a PNG chart.
 """
 
@@ -41,12 +44,27 @@ ZIPF_S = 1.1
 WORKERS = 2
 CONNECTIONS = 8
 WARM_UP_SECONDS = 2
-# The wrk script and path of the endpoints that do not send keys from a file.
-SCRIPTS = {"health": ("report.lua", "/health"), "create_key": ("create_key.lua", "/auth/create-key")}
+# The wrk script and path of the workloads that do not send keys from a file.
+SCRIPTS = {
+    "floor": ("report.lua", "/health"),
+    "health": ("report.lua", "/health"),
+    "create_key": ("create_key.lua", "/auth/create-key"),
+}
 # check_one sends one key over and over: always cached, it is the floor of any authenticated
 # request (the x-api-key header, the gate, a larger answer), whatever the cache's hit rate.
-ENDPOINTS = ["health", "check_one", "check_hot", "check_cold", "check_unknown", "check_malformed",
-             "create_key"]
+# check_one_redis does the same against a server whose limits count in Redis.
+ENDPOINTS = ["floor", "health", "check_one", "check_one_redis", "check_hot", "check_cold",
+             "check_unknown", "check_malformed", "create_key"]
+KEY_FILES = {"check_one_redis": "check_one"}
+# The production defaults, as make run serves them. Only the two limits that one load generator
+# on one address would trip at once are raised, never switched off.
+PRODUCTION = {
+    "RATELIMIT_ENABLED": "true",
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "METRICS_TOKEN": "bench-metrics-token",
+    "RATELIMIT_CREATE_KEY": "1000000 per hour",
+    "RATELIMIT_FAILED_AUTH": "1000000 per minute",
+}
 
 
 def bench_secret(index: int) -> str:
@@ -146,20 +164,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(url: str, workdir: Path, **settings: str) -> Iterator[Server]:
-    """Start boot.sh, the production path, on a free port, and stop it by its PID."""
+def serve(url: str, workdir: Path, command: list[str] | None = None, **settings: str) -> Iterator[Server]:
+    """Start boot.sh (the production path), or another command, on a free port; stop it by its PID."""
     port = free_port()
     env = {
         **os.environ,
+        **PRODUCTION,
         **settings,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS),
         "SECRET_KEY": "bench-secret", "XDG_RUNTIME_DIR": str(workdir),
-        # One load generator on one address would trip the per-address limits at once.
-        "RATELIMIT_ENABLED": "false",
     }
     log = open(workdir / f"gunicorn-{port}.log", "wb")
-    process = subprocess.Popen([str(PROJECT / "boot.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command or [str(PROJECT / "boot.sh")], cwd=PROJECT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process)
     try:
         deadline = time.monotonic() + 120
@@ -203,7 +221,7 @@ def postgres_pids() -> list[int]:
 def wrk(server: Server, endpoint: str, seconds: int, key_files: dict[str, Path]) -> dict[str, Any]:
     """One wrk run at one endpoint; its figures as wrk's done() hook reports them."""
     script, path = SCRIPTS.get(endpoint, ("keys.lua", "/auth/check-key"))
-    env = {**os.environ, "KEYS_FILE": str(key_files.get(endpoint, ""))}
+    env = {**os.environ, "KEYS_FILE": str(key_files.get(KEY_FILES.get(endpoint, endpoint), ""))}
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(LUA / script), server.url + path]
     workers = server.worker_pids()
     workers_before, pg_before = cpu_seconds(workers), cpu_seconds(postgres_pids())
@@ -228,9 +246,10 @@ class Backend:
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rss: dict[str, Any] = field(default_factory=dict)
     uncached: dict[int, float] = field(default_factory=dict)
+    in_process: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per endpoint: median rps over rounds, worst p50/p99, and the ratio to /health."""
+        """Per workload: median rps over rounds, worst p50/p99, and the ratio to the bare route."""
         result = {}
         for endpoint, runs in self.runs.items():
             result[endpoint] = {
@@ -242,7 +261,7 @@ class Backend:
                 "postgres_cpu_cores": max(r["postgres_cpu_cores"] for r in runs),
                 "worker_cpu_us": float(np.median([r["worker_cpu_us"] for r in runs])),
             }
-        floor = result["health"]["rps"]
+        floor = result["floor"]["rps"]
         for figures in result.values():
             figures["ratio"] = figures["rps"] / floor
         return result
@@ -275,14 +294,21 @@ def run_backend(
     result = Backend(backend, count, seed(url, count))
     print(f"[{backend}] seeded in {result.seed_seconds:.1f} s", flush=True)
     key_files = write_key_files(workdir, count)
-    with serve(url, workdir) as server:
+    redis_limits = {"RATELIMIT_STORAGE_URI": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                    "RATELIMIT_KEY_PREFIX": f"livekit-bench-{os.getpid()}"}
+    floor_command = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py",
+                     "bench.floor_app:app"]
+    with serve(url, workdir) as server, serve(url, workdir, floor_command) as floor, \
+            serve(url, workdir, **redis_limits) as redis_server:
+        servers = {"floor": floor, "check_one_redis": redis_server}
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
         result.rss["after_warmup_mb"] = server.worker_rss_mb()
         checks = 0
         for round_number in range(rounds):
             for endpoint in ENDPOINTS:
-                wrk(server, endpoint, WARM_UP_SECONDS, key_files)  # steady state, not the last run's
-                report = wrk(server, endpoint, seconds, key_files)
+                target = servers.get(endpoint, server)
+                wrk(target, endpoint, WARM_UP_SECONDS, key_files)  # steady state, not the last run's
+                report = wrk(target, endpoint, seconds, key_files)
                 result.runs.setdefault(endpoint, []).append(report)
                 if endpoint.startswith("check"):
                     checks += report["requests"]
@@ -291,12 +317,22 @@ def run_backend(
             checks += wrk(server, "check_cold", seconds, key_files)["requests"]
         result.rss["after_checks"] = checks
         result.rss["after_checks_mb"] = server.worker_rss_mb()
+    result.in_process = in_process_costs(url, workdir, min(count, 20_000))
     result.uncached = {count: cold_without_cache(url, workdir, seconds, rounds, key_files)}
     small_url = fresh_database(backend, workdir, "livekit_auth_bench_small")
     seed(small_url, 1_000)
     small_files = write_key_files(workdir, 1_000)
     result.uncached[1_000] = cold_without_cache(small_url, workdir, seconds, rounds, small_files)
     return result
+
+
+def in_process_costs(url: str, workdir: Path, requests: int) -> dict[str, float]:
+    """µs per request inside one process: our /health and the bare route (bench/in_process.py)."""
+    done = subprocess.run([sys.executable, str(PROJECT / "bench" / "in_process.py"), url,
+                           str(workdir / "in-process.log"), str(requests)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench/in_process.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stderr.strip().splitlines()[-1])
 
 
 def cold_without_cache(url: str, workdir: Path, seconds: int, rounds: int,
@@ -309,7 +345,7 @@ def cold_without_cache(url: str, workdir: Path, seconds: int, rounds: int,
 
 def print_table(results: list[Backend]) -> None:
     """The figures as a Markdown table, then the other targets."""
-    print("\n| backend | endpoint | req/s | ratio to /health | p50 ms | p99 ms | non-2xx "
+    print("\n| backend | workload | req/s | ratio to the bare route | p50 ms | p99 ms | non-2xx "
           "| worker CPU µs/request | PG CPU (cores) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for backend in results:
@@ -318,6 +354,9 @@ def print_table(results: list[Backend]) -> None:
                   f"| {f['p99_ms']:.2f} | {f['non_2xx']} | {f['worker_cpu_us']:.0f} "
                   f"| {f['postgres_cpu_cores']:.2f} |")
     for backend in results:
+        costs = backend.in_process
+        print(f"\n{backend.name}: in process, one /health costs {costs['health_us']:.1f} µs and one bare "
+              f"request {costs['floor_us']:.1f} µs: {costs['health_us'] - costs['floor_us']:.1f} µs of machinery")
         large, small = backend.uncached[backend.keys], backend.uncached[1_000]
         print(f"\n{backend.name}: seeded {backend.keys:,} keys in {backend.seed_seconds:.1f} s; "
               f"cold check without the key cache: {large:.0f} rps at {backend.keys:,} keys, "
@@ -335,7 +374,8 @@ def save(results: list[Backend], stamp: str, directory: Path) -> tuple[Path, Pat
 
     directory.mkdir(parents=True, exist_ok=True)
     data = [{"backend": b.name, "keys": b.keys, "seed_seconds": b.seed_seconds, "summary": b.summary(),
-             "runs": b.runs, "rss": b.rss, "cold_uncached_rps_by_keys": b.uncached} for b in results]
+             "runs": b.runs, "rss": b.rss, "cold_uncached_rps_by_keys": b.uncached,
+             "in_process_us": b.in_process} for b in results]
     json_path = directory / f"bench-{stamp}.json"
     json_path.write_text(json.dumps({"machine": machine(), "results": data}, indent=2))
     figure, axis = plt.subplots(figsize=(10, 4.5))
