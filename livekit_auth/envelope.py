@@ -2,11 +2,11 @@
 
 from typing import Any
 
-from flask import jsonify
+from flask import Response, jsonify
 from flask.typing import ResponseReturnValue
 
 
-def success_response(message: str, data: Any) -> ResponseReturnValue:
+def success_response(message: str, data: Any) -> Response:
     """Build a 200 answer in the envelope."""
     return jsonify({"success": True, "message": message, "data": data})
 

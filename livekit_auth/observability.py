@@ -2,8 +2,8 @@
 
 This is WSGI middleware rather than Flask hooks: it runs once per request with no context
 look-ups, and it is what every request pays, so each piece is the cheapest that does the job
-(a line formatted by hand and written with one system call, metric children bound once per
-endpoint and status, the timestamp's seconds formatted once per second).
+(a line formatted by hand and written with one system call, the counter for each endpoint and
+status bound once, the timestamp's seconds formatted once per second).
 
 Nothing secret is logged: the path without its query string, and of a key only its id and
 display prefix. The gate leaves the endpoint and the key in the WSGI environ for it.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from json.encoder import encode_basestring_ascii as json_string
 from typing import Any
 
-from .metrics import LATENCY, REQUESTS
+from .metrics import REQUESTS
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LOGGED_ENDPOINT = "livekit_auth.endpoint"
@@ -31,7 +31,7 @@ class RequestLog:
     def __init__(self, wsgi_app: WsgiApp, output: int = STDOUT) -> None:
         self.wsgi_app = wsgi_app
         self.output = output
-        self.metrics: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self.counters: dict[tuple[str, str], Any] = {}
         self.second = -1
         self.second_text = ""
 
@@ -53,18 +53,16 @@ class RequestLog:
         body = self.wsgi_app(environ, start)
         seconds = time.perf_counter() - started
         status = status_line[:3]
-        self.count(environ.get(LOGGED_ENDPOINT) or "unmatched", status, seconds)
+        self.count(environ.get(LOGGED_ENDPOINT) or "unmatched", status)
         self.write(environ, status, seconds, request_id)
         return body
 
-    def count(self, endpoint: str, status: str, seconds: float) -> None:
-        """Count the request and its time under its endpoint."""
-        children = self.metrics.get((endpoint, status))
-        if children is None:
-            children = self.metrics[endpoint, status] = (REQUESTS.labels(endpoint, status), LATENCY.labels(endpoint))
-        requests, latency = children
-        requests.inc()
-        latency.observe(seconds)
+    def count(self, endpoint: str, status: str) -> None:
+        """Count the request under its endpoint and status."""
+        counter = self.counters.get((endpoint, status))
+        if counter is None:
+            counter = self.counters[endpoint, status] = REQUESTS.labels(endpoint, status)
+        counter.inc()
 
     def write(self, environ: dict[str, Any], status: str, seconds: float, request_id: str) -> None:
         """Write the request's line in one system call, so workers' lines never interleave."""

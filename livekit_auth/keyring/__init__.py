@@ -81,14 +81,12 @@ class Keyring:
         """The active key a presented secret names, or a refusal.
 
         A key this worker already holds as active is answered from its cache, with no other
-        work. Anything else may be a guess: an address past RATELIMIT_FAILED_AUTH is refused
-        before any more work, and each refusal counts against it. A key of the wrong shape or
-        checksum is refused without a query.
+        work (only well-formed keys are ever cached). Anything else may be a guess: an address
+        past RATELIMIT_FAILED_AUTH is refused before any more work, and each refusal counts
+        against it. A key of the wrong shape or checksum is refused without a query.
         """
-        wanted = keys.digest(presented) if presented and keys.is_well_formed(presented) else None
-        if wanted is not None:
-            self.cache.sync(self.read_version)
-        known = None if wanted is None else self.cache.get(wanted)
+        wanted = None if presented is None else keys.digest(presented)
+        known = self.cached(wanted)
         now = clock.now()
         if known is None or known.status(now) is not KeyStatus.ACTIVE:
             self.throttle(address)
@@ -102,6 +100,17 @@ class Keyring:
         count_key_check("valid")
         return known
 
+    def cached(self, digest: str | None) -> KnownKey | None:
+        """The cache's entry for a digest, once the cache is known to be current.
+
+        The keys' version is asked only when there is an entry to trust, so a key that was
+        never cached (malformed, unknown) costs no query here.
+        """
+        if digest is None or digest not in self.cache.entries:
+            return None
+        self.cache.sync(self.read_version)
+        return self.cache.get(digest)
+
     def throttle(self, address: str) -> None:
         """Refuse an address that has failed too many key checks lately."""
         try:
@@ -114,12 +123,13 @@ class Keyring:
         self, presented: str | None, wanted: str | None, cached: KnownKey | None, now: datetime
     ) -> KnownKey:
         """The active key for a secret not cached as active, reading it if need be; or a refusal."""
-        if presented is None:
+        if presented is None or wanted is None:  # one says the other; both, for the type checker
             raise MissingKey()
-        if wanted is None:
+        if cached is None and not keys.is_well_formed(presented):
             raise InvalidKey()
         known = cached
         if known is None:
+            self.cache.sync(self.read_version)  # so that what is read now is not dropped as stale
             known = self.look_up(wanted)
             if known is None or not hmac.compare_digest(known.digest, wanted):
                 raise InvalidKey()

@@ -43,6 +43,9 @@ class KnownKey:
     user_name: str
     user_email: str
     org_name: str | None
+    # What GET /auth/check-key answers for this key, rendered once by that view: a key's holder
+    # and creation time never change, and the entry goes with the key when it leaves the cache.
+    answer: bytes | None = None
 
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
