@@ -48,12 +48,13 @@ class User(db.Model):
     name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str] = mapped_column(String(254))
     # The normalised address lower-cased: what makes two addresses the same user.
-    email_canonical: Mapped[str] = mapped_column(String(254), unique=True)
+    email_canonical: Mapped[str] = mapped_column(String(320), unique=True)
     org_name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Lower-cased copies, so the admin's case-insensitive prefix search uses an index.
-    name_lower: Mapped[str] = mapped_column(String(100), index=True)
-    org_name_lower: Mapped[str | None] = mapped_column(String(100), index=True)
+    # Lower-cased copies, so the admin's case-insensitive prefix search uses an index; twice
+    # as wide as their source, since lower-casing can double a text's length (İ becomes i̇).
+    name_lower: Mapped[str] = mapped_column(String(200), index=True)
+    org_name_lower: Mapped[str | None] = mapped_column(String(200), index=True)
 
     keys: Mapped[list["ApiKey"]] = relationship(back_populates="user")
 
@@ -142,7 +143,7 @@ class Admin(db.Model):
     __tablename__ = "admins"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased: see migration 0007
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -173,3 +173,16 @@ def test_a_second_key_for_a_registered_email_answers_409(app, api) -> None:
     response = api.create_key(user_email="JOHN@Example.COM", user_name="Impostor")
     envelope_error(response, 409, "An API key has already been issued for this email address")
     assert count_rows(app) == (1, 1)
+
+
+@pytest.mark.parametrize("field, column", [("user_name", "name"), ("org_name", "org_name")])
+def test_a_name_that_grows_when_lower_cased_is_stored_and_echoed_exactly(api, app, field, column) -> None:
+    # "İ".lower() is two characters: the lower-cased search copy is longer than the name.
+    name = "İ" * 100
+    response = api.create_key(**{field: name})
+    assert response.status_code == 200, response.json
+    assert response.json["data"][field] == name
+    with app.app_context():
+        user = db.session.scalars(select(User)).one()
+        assert getattr(user, column) == name
+        assert len(getattr(user, f"{column}_lower")) == 200
