@@ -35,7 +35,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(overrides or {})
     if not app.config["SECRET_KEY"]:
         if app.config["ENVIRONMENT"] == "production":
-            raise RuntimeError("LIVEKIT_AUTH_ENV=production needs an explicit SECRET_KEY")
+            raise config.SettingError("LIVEKIT_AUTH_ENV=production needs an explicit SECRET_KEY")
         app.config["SECRET_KEY"] = config.load_or_create_secret_key(app.instance_path)
     app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
     proxies = app.config["TRUSTED_PROXY_COUNT"]

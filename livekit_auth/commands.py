@@ -5,10 +5,10 @@ from datetime import timedelta
 from typing import Any
 
 import click
-from flask import Flask
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from marshmallow import Schema, ValidationError
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, make_url, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -20,7 +20,14 @@ from .extensions import db
 from .models import Admin, AdminSession, ApiKey, KeyStatus, User, status_condition
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
-keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.")
+@with_appcontext
+def name_the_database() -> None:
+    """Say on stderr which database a command works on, so a forgotten DATABASE_URL shows."""
+    url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+    click.echo(f"Database: {url}", err=True)
+
+
+keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.", callback=name_the_database)
 REVOKED_BY_CLI = "cli"
 
 
@@ -98,7 +105,7 @@ def list_keys(email: str | None, status: str | None) -> None:
 @click.argument("prefix_or_id")
 def revoke_key(prefix_or_id: str) -> None:
     """Revoke one key, named by its id or its display prefix."""
-    if prefix_or_id.isdigit():
+    if prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
         matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
     else:
         matches = list(db.session.scalars(select(ApiKey).where(ApiKey.display_prefix == prefix_or_id)))
@@ -127,7 +134,9 @@ def prune_keys(revoked_older_than_days: int) -> None:
     click.echo(f"Deleted {deleted} keys revoked or expired before {timestamp(cutoff)}")
 
 
-admin_cli = AppGroup("admin", help="Manage the accounts that open the admin pages.")
+admin_cli = AppGroup(
+    "admin", help="Manage the accounts that open the admin pages.", callback=name_the_database
+)
 
 
 @admin_cli.command("create")

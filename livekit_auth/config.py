@@ -13,6 +13,10 @@ DATABASE_TIMEOUT_SECONDS = 5
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
+class SettingError(Exception):
+    """A setting the app cannot start with; its message names the setting and what is accepted."""
+
+
 def database_url(raw: str | None, instance_path: str) -> str:
     """Return the SQLAlchemy URL for DATABASE_URL, defaulting to a SQLite file in instance/."""
     if not raw:
@@ -63,7 +67,12 @@ def load_or_create_secret_key(instance_path: str) -> str:
             pass
         finally:
             draft.unlink()
-    return target.read_text().strip()
+    secret = target.read_text().strip()
+    if not secret:
+        raise SettingError(
+            f"{target} is empty: delete it and a new secret key is generated, or set SECRET_KEY"
+        )
+    return secret
 
 
 def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:

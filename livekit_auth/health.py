@@ -1,4 +1,4 @@
-"""Liveness and readiness probes, and the metrics for Prometheus."""
+"""Liveness and readiness probes, the metrics for Prometheus, and the icon browsers ask for."""
 
 import hmac
 
@@ -35,6 +35,13 @@ def ready() -> ResponseReturnValue:
         db.session.rollback()
         return error_response(503, "Database unavailable")
     return success_response("ready", None)
+
+
+@bp.get("/favicon.ico")
+@public
+def favicon() -> ResponseReturnValue:
+    """The site's icon: browsers ask for it on every admin page, and a 401 would be logged."""
+    return current_app.send_static_file("favicon.ico")
 
 
 @bp.get("/metrics")

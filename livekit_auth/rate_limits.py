@@ -25,6 +25,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.wrappers import Response
 
+from .config import SettingError
 from .metrics import LIMIT_STORE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,16 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+def parse_limit(setting: str, value: str) -> RateLimitItem:
+    """A limit in the `limits` notation, or a SettingError that names the setting."""
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise SettingError(
+            f"{setting}={value!r} is not a rate limit; write it as '10 per hour' or '60/minute'"
+        ) from error
+
+
 def open_store(uri: str) -> Storage:
     """The limit store a URI names; a Redis one gives up on any call after STORE_TIMEOUT_SECONDS."""
     options: dict[str, Any] = {"wrap_exceptions": True}
@@ -57,7 +68,7 @@ class RateLimits:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.enabled = bool(config["RATELIMIT_ENABLED"])
         self.prefix = config["RATELIMIT_KEY_PREFIX"]
-        self.limits = {name: parse(config[name]) for name in LIMIT_SETTINGS}
+        self.limits = {name: parse_limit(name, config[name]) for name in LIMIT_SETTINGS}
         self.store = open_store(config["RATELIMIT_STORAGE_URI"])
         self.windows = FixedWindowRateLimiter(self.store)
         self.resting_until = float("-inf")

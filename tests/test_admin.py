@@ -293,3 +293,48 @@ def test_admin_errors_are_html_pages(app, client, admin) -> None:
     crashed = client.get("/admin/audit")
     assert crashed.status_code == 500 and crashed.mimetype == "text/html"
     assert "internal detail" not in crashed.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/admin/?q=a%00b", "/admin/audit?q=%00", "/admin/?page=%00"])
+def test_a_nul_in_admin_text_is_a_400_page(client, admin, path) -> None:
+    response = client.get(path)
+    assert response.status_code == 400 and response.mimetype == "text/html"
+
+
+def test_a_nul_in_the_login_email_is_a_400_page(client, admin_account) -> None:
+    actions = AdminActions(client)
+    response = client.post("/admin/login", data={
+        "email": "admin\x00@example.com", "password": ADMIN_PASSWORD, "csrf_token": actions.csrf_token(),
+    })
+    assert response.status_code == 400 and response.mimetype == "text/html"
+
+
+@pytest.mark.parametrize("path", [
+    "/admin/?page=184467440737095518", "/admin/audit?page=99999999999999999999", "/admin/?page=-5",
+])
+def test_a_page_past_the_data_is_an_ordinary_page(client, admin, path) -> None:
+    response = client.get(path)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+
+
+@pytest.mark.parametrize("target", ["/admin/audit\r\nSet-Cookie: x=1", "/admin/\n", "/admin/\\\\evil.example"])
+def test_a_next_with_control_characters_or_backslashes_lands_on_the_key_list(client, admin_account, target) -> None:
+    actions = AdminActions(client)
+    response = client.post("/admin/login", query_string={"next": target}, data={
+        "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf_token": actions.csrf_token(),
+    })
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/"
+
+
+def test_the_favicon_is_served_without_a_key_and_no_key_check_is_counted(client) -> None:
+    from prometheus_client import REGISTRY
+
+    def invalid_checks() -> float:
+        return REGISTRY.get_sample_value("livekit_auth_key_checks_total", {"outcome": "invalid"}) or 0.0
+
+    before = invalid_checks()
+    with client.get("/favicon.ico") as response:
+        assert response.status_code == 200 and response.data[:4] == b"\x00\x00\x01\x00"
+    assert invalid_checks() == before
+    assert 'rel="icon"' in client.get("/admin/login").get_data(as_text=True)

@@ -1,16 +1,23 @@
 """flask keys create / list / revoke / prune."""
 
-import pytest
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
-from livekit_auth import keys
+from livekit_auth import create_app, keys
+from livekit_auth.config import SettingError, load_or_create_secret_key
 from livekit_auth.extensions import db
+
+from .support import PROJECT_ROOT, release
 
 def test_create_prints_a_working_key_once(runner, api) -> None:
     result = runner.invoke(args=["keys", "create", "--email", "ops@example.com", "--name", "ci"])
     assert result.exit_code == 0, result.output
-    secret = result.output.strip()
+    secret = result.stdout.strip()
     assert keys.is_well_formed(secret)
     data = api.get("/auth/check-key", secret).json["data"]
     assert data["user_email"] == "ops@example.com"
@@ -139,3 +146,37 @@ def test_admin_create_refuses_a_duplicate_and_delete_removes(runner) -> None:
     assert runner.invoke(args=["admin", "delete", "--email", "OPS@example.com"]).exit_code == 0
     assert "ops@example.com" not in runner.invoke(args=["admin", "list"]).output
     assert runner.invoke(args=["admin", "delete", "--email", "ops@example.com"]).exit_code == 1
+
+
+def test_revoke_with_a_digit_that_is_not_ascii_is_a_clean_error(runner) -> None:
+    result = runner.invoke(args=["keys", "revoke", "²"])
+    assert result.exit_code == 1
+    assert "No key has the id or prefix '²'" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_every_command_names_its_database_on_stderr_without_a_password(runner, app) -> None:
+    result = runner.invoke(args=["keys", "list"])
+    assert result.stderr.startswith("Database: sqlite") or result.stderr.startswith("Database: postgresql")
+    locked = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://ops:s3cret@127.0.0.1:9/none", "SECRET_KEY": "x"})
+    named = locked.test_cli_runner().invoke(args=["admin", "list"])
+    assert "Database: postgresql://ops:***@127.0.0.1:9/none" in named.stderr
+    assert "s3cret" not in named.output
+    release(locked)
+
+
+def test_a_bad_setting_stops_the_command_with_one_line(tmp_path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "SECRET_KEY": "x",
+           "RATELIMIT_CREATE_KEY": "lots"}
+    result = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "keys", "list"],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "livekit-auth: RATELIMIT_CREATE_KEY='lots' is not a rate limit; write it as '10 per hour' or '60/minute'"
+    )
+
+
+def test_an_empty_secret_key_file_is_refused_with_what_to_do(tmp_path) -> None:
+    (tmp_path / "secret_key").write_text("\n")
+    with pytest.raises(SettingError, match="secret_key is empty: delete it"):
+        load_or_create_secret_key(str(tmp_path))

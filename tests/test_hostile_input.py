@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from livekit_auth import create_app, keys
+from livekit_auth.config import SettingError
 from livekit_auth.extensions import db
 from livekit_auth.models import ApiKey, User
 
@@ -135,5 +136,5 @@ def test_metrics_need_their_token(app, api, client) -> None:
 
 
 def test_production_refuses_to_start_without_a_secret_key(database_uri) -> None:
-    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+    with pytest.raises(SettingError, match="SECRET_KEY"):
         create_app({"SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": None, "ENVIRONMENT": "production"})

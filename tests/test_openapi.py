@@ -13,7 +13,7 @@ from livekit_auth.openapi import OPERATIONS
 from .support import live_server
 
 # Endpoints that are pages or files for people, or Prometheus text, not JSON API operations.
-NOT_API = {"static", "docs.docs_page", "docs.docs_asset", "health.metrics"}
+NOT_API = {"static", "docs.docs_page", "docs.docs_asset", "health.metrics", "health.favicon"}
 
 
 def api_endpoints(app) -> set[str]:

@@ -1,6 +1,7 @@
 """The admin pages, server-rendered, behind their own login."""
 
 from datetime import datetime
+from itertools import chain
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,8 @@ from .paths import PREFIX
 
 bp = public(Blueprint("admin", __name__, url_prefix=PREFIX))
 INVALID_LOGIN = "Invalid email or password"
+# 50 keys a page: 50 million keys, far past any table here, and an OFFSET every database takes.
+MAX_PAGE = 1_000_000
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
@@ -52,6 +55,8 @@ def when(moment: datetime) -> str:
 @bp.before_request
 def require_admin() -> ResponseReturnValue | None:
     """Check the CSRF token of every form, and send visitors without a session to log in."""
+    if carries_nul():
+        abort(400, "Text with a NUL character is not accepted")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
     if request.endpoint == "admin.login":
@@ -65,6 +70,12 @@ def require_admin() -> ResponseReturnValue | None:
     g.admin = admin_session.admin
     db.session.commit()
     return None
+
+
+def carries_nul() -> bool:
+    """Whether any query or form value holds a NUL, which no database column may store."""
+    values = chain(request.args.listvalues(), request.form.listvalues())
+    return any("\x00" in value for listed in values for value in listed)
 
 
 @bp.after_request
@@ -85,8 +96,18 @@ bp.error_page = error_page  # type: ignore[attr-defined]  # read by errors.failu
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after login: only a path inside the admin pages."""
-    if target and not urlsplit(target).netloc and target.startswith(PREFIX + "/"):
+    """Where to go after login: only a plain path inside the admin pages.
+
+    No control character (a CR or LF would split the Location header) and no backslash
+    (which browsers read as a slash, turning /admin/\\host into another site).
+    """
+    if (
+        target
+        and target.startswith(PREFIX + "/")
+        and target.isprintable()
+        and "\\" not in target
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("admin.keys")
 
@@ -129,8 +150,8 @@ def logout() -> ResponseReturnValue:
 
 
 def page_number() -> int:
-    """The ?page= argument, at least 1."""
-    return max(request.args.get("page", 1, type=int) or 1, 1)
+    """The ?page= argument, from 1 to MAX_PAGE: past the data a page is empty, never an overflow."""
+    return min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
 
 
 @bp.get("/")
