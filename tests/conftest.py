@@ -1,7 +1,7 @@
 """Fixtures: an app on each database backend, a client, and helpers that speak the API."""
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,22 @@ from livekit_auth.admin.accounts import hash_password
 from livekit_auth.extensions import db
 from livekit_auth.models import Admin
 
-from .support import empty_tables, release, require_service
+from .support import empty_tables, local_services, release, require_service
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+UNDO_LOCAL_SERVICES = pytest.StashKey[Callable[[], None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the whole suite on the PostgreSQL and Redis of this machine when they answer."""
+    config.stash[UNDO_LOCAL_SERVICES] = local_services()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Drop the database this run made for itself."""
+    undo = config.stash.get(UNDO_LOCAL_SERVICES, None)
+    if undo is not None:
+        undo()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -6,17 +6,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
+import sqlalchemy as sa
 from flask import Flask
 
 from livekit_auth import create_app
+from livekit_auth.config import database_url
 from livekit_auth.extensions import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +87,7 @@ class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    database_url: str
 
     def log(self) -> str:
         """Everything gunicorn and the app have written so far."""
@@ -112,7 +116,7 @@ def live_server(
         process = subprocess.Popen(
             [str(PROJECT_ROOT / "boot.sh")], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, database_url)
     try:
         wait_until_serving(server)
         yield server
@@ -145,3 +149,47 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
             process.wait()
 
+
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS = "redis://127.0.0.1:6379/15"
+
+
+def local_services() -> Callable[[], None]:
+    """Use the PostgreSQL and Redis that answer on this machine when none were named.
+
+    A database of this run's own is created, and dropped by the returned function; a service
+    that does not answer within a second is left out, and its tests skip with the reason.
+    """
+    cleanups: list[Callable[[], None]] = []
+    if not os.environ.get("TEST_DATABASE_URL"):
+        name = f"livekit_auth_test_{os.getpid()}"
+        server = sa.create_engine(database_url(LOCAL_POSTGRES, ""), isolation_level="AUTOCOMMIT",
+                                  connect_args={"connect_timeout": 1})
+        try:
+            with server.connect() as connection:
+                connection.execute(sa.text(f"CREATE DATABASE {name}"))
+        except sa.exc.DBAPIError:
+            server.dispose()
+        else:
+            os.environ["TEST_DATABASE_URL"] = LOCAL_POSTGRES.rsplit("/", 1)[0] + "/" + name
+
+            def drop_database() -> None:
+                with server.connect() as connection:
+                    connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                server.dispose()
+
+            cleanups.append(drop_database)
+    if not os.environ.get("TEST_REDIS_URL"):
+        try:
+            redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1, socket_timeout=1).ping()
+        except redis.RedisError:
+            pass
+        else:
+            os.environ["TEST_REDIS_URL"] = LOCAL_REDIS
+
+    def undo() -> None:
+        for cleanup in cleanups:
+            cleanup()
+
+    return undo
