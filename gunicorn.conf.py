@@ -7,11 +7,21 @@ import tempfile
 if os.environ.get("FLASK_DEBUG", "").lower() in {"1", "true", "yes", "on"}:
     raise SystemExit("Refusing to serve with FLASK_DEBUG on: the debugger runs any code it is sent")
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+
+def whole_number(name: str, default: int, minimum: int) -> int:
+    """A setting that is a whole number, or a one-line refusal that names it."""
+    raw = os.environ.get(name, str(default)).strip()
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= minimum):
+        raise SystemExit(f"livekit-auth: {name}={raw!r} is not a whole number of {minimum} or more")
+    return int(raw)
+
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{whole_number('PORT', 8000, 0)}"
+workers = whole_number("WEB_CONCURRENCY", 2, 1)
 # A worker silent this long is killed and replaced; its request gets no answer, and nothing
 # it had not committed is kept (every 200 from create-key follows its commit).
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = whole_number("GUNICORN_TIMEOUT", 30, 1)
 graceful_timeout = 10
 keepalive = 5
 

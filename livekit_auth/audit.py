@@ -10,9 +10,20 @@ LOGIN = "login"
 LOGIN_FAILED = "login_failed"
 LOGOUT = "logout"
 REVOKE = "revoke"
+KEY_CREATED = "key_created"
+KEY_ROTATED = "key_rotated"
+KEY_DELETED = "key_deleted"
 ADMIN_CREATED = "admin_created"
 ADMIN_DELETED = "admin_deleted"
-COMMAND_LINE = "command line"
+# Who acted, besides an admin's email: the flask command line, or a key holder through the API.
+CLI = "cli"
+API = "api"
+COMMAND_LINE = "command line"  # the address of what the command line does
+
+
+def by_key(display_prefix: str) -> str:
+    """The actor that a key holder acting through the API is recorded as."""
+    return f"{API} {display_prefix}"
 
 
 def client_address() -> str:
@@ -22,15 +33,15 @@ def client_address() -> str:
     return COMMAND_LINE
 
 
-def record(action: str, actor: str, target: str | None = None, detail: str | None = None) -> None:
+def record(action: str, actor: str, target: str | None = None, detail: str | None = None) -> AuditEvent:
     """Stage an audit event; it is committed with the work it describes."""
-    db.session.add(
-        AuditEvent(
-            at=clock.now(),
-            actor=actor[:254],
-            action=action,
-            target=target[:254] if target else None,
-            address=client_address(),
-            detail=detail[:500] if detail else None,
-        )
+    event = AuditEvent(
+        at=clock.now(),
+        actor=actor[:254],
+        action=action,
+        target=target[:254] if target else None,
+        address=client_address(),
+        detail=detail[:500] if detail else None,
     )
+    db.session.add(event)
+    return event

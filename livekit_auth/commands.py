@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import Schema, ValidationError
-from sqlalchemy import delete, make_url, or_, select
+from sqlalchemy import delete, make_url, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -28,7 +28,6 @@ def name_the_database() -> None:
 
 
 keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.", callback=name_the_database)
-REVOKED_BY_CLI = "cli"
 
 
 def email_option(value: str | None) -> str | None:
@@ -69,7 +68,7 @@ def create_key(
         user = services.register_user(holder["user_name"], holder["user_email"], holder["org_name"])
         db.session.flush()
     try:
-        _, secret = services.add_key(user, key_fields["name"], key_fields["expires_in_days"])
+        _, secret = services.add_key(user, key_fields["name"], key_fields["expires_in_days"], audit.CLI)
         db.session.commit()
     except ApiError as error:
         raise click.ClickException(error.message) from error
@@ -114,7 +113,9 @@ def revoke_key(prefix_or_id: str) -> None:
     if len(matches) > 1:
         raise click.ClickException(f"{len(matches)} keys share the prefix {prefix_or_id!r}; use the id")
     key = matches[0]
-    services.revoke(key, REVOKED_BY_CLI)
+    if not services.revoke(key, audit.CLI):
+        click.echo(f"Key {key.id} ({key.display_prefix}) was already revoked")
+        return
     db.session.commit()
     click.echo(f"Revoked key {key.id} ({key.display_prefix})")
 
@@ -122,16 +123,18 @@ def revoke_key(prefix_or_id: str) -> None:
 @keys_cli.command("prune")
 @click.option("--revoked-older-than-days", type=click.IntRange(min=0), required=True,
               help="Delete keys revoked or expired more than this many days ago.")
-def prune_keys(revoked_older_than_days: int) -> None:
-    """Delete keys that were revoked or expired long ago; users stay."""
+@click.option("--dry-run", is_flag=True, help="Print the keys that would be deleted; delete nothing.")
+def prune_keys(revoked_older_than_days: int, dry_run: bool) -> None:
+    """Delete keys that were revoked or expired long ago, one audit row each; users stay."""
     cutoff = clock.now() - timedelta(days=revoked_older_than_days)
-    statement = delete(ApiKey).where(
-        or_(ApiKey.revoked_at < cutoff, ApiKey.expires_at < cutoff)
-    )
-    deleted = db.session.execute(statement).rowcount
-    services.announce_key_change()
+    doomed = services.prune(cutoff, audit.CLI, dry_run=dry_run)
+    for key in doomed:
+        click.echo(f"{key.id:>6}  {key.display_prefix:<14} {key.user.email}")
+    if dry_run:
+        click.echo(f"Would delete {len(doomed)} keys revoked or expired before {timestamp(cutoff)}")
+        return
     db.session.commit()
-    click.echo(f"Deleted {deleted} keys revoked or expired before {timestamp(cutoff)}")
+    click.echo(f"Deleted {len(doomed)} keys revoked or expired before {timestamp(cutoff)}")
 
 
 admin_cli = AppGroup(
@@ -156,7 +159,7 @@ def create_admin(email: str, password_stdin: bool) -> None:
     except accounts.PasswordTooShort as error:
         raise click.ClickException(str(error)) from error
     db.session.add(Admin(email=address, password_hash=password_hash, created_at=clock.now()))
-    audit.record(audit.ADMIN_CREATED, actor=audit.COMMAND_LINE, target=address)
+    audit.record(audit.ADMIN_CREATED, actor=audit.CLI, target=address)
     db.session.commit()
     click.echo(f"Created admin {address}")
 
@@ -177,7 +180,7 @@ def delete_admin(email: str) -> None:
         raise click.ClickException(f"No admin has the email {accounts.admin_email(email)}")
     db.session.execute(delete(AdminSession).where(AdminSession.admin_id == admin.id))
     db.session.delete(admin)
-    audit.record(audit.ADMIN_DELETED, actor=audit.COMMAND_LINE, target=admin.email)
+    audit.record(audit.ADMIN_DELETED, actor=audit.CLI, target=admin.email)
     db.session.commit()
     click.echo(f"Deleted admin {admin.email}")
 

@@ -11,6 +11,9 @@ SQLITE_FILE = "livekit_auth.db"
 # request fails with a 503 instead of hanging a worker.
 DATABASE_TIMEOUT_SECONDS = 5
 TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+ENVIRONMENTS = ("development", "production")
+DATABASE_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "postgresql+psycopg://")
 
 
 class SettingError(Exception):
@@ -21,9 +24,55 @@ def database_url(raw: str | None, instance_path: str) -> str:
     """Return the SQLAlchemy URL for DATABASE_URL, defaulting to a SQLite file in instance/."""
     if not raw:
         return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
+    if not raw.startswith(DATABASE_SCHEMES):
+        scheme = raw.split(":", 1)[0]
+        raise SettingError(
+            f"DATABASE_URL names a {scheme!r} database; use sqlite:///path or postgresql://user@host/name"
+        )
     for scheme in ("postgres://", "postgresql://"):
         if raw.startswith(scheme):
             return "postgresql+psycopg://" + raw[len(scheme) :]
+    return raw
+
+
+def whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
+    """A setting that is a whole number, 0 or more."""
+    raw = environ.get(name, str(default)).strip()
+    if not raw.isascii() or not raw.isdigit():
+        raise SettingError(f"{name}={raw!r} is not a whole number of 0 or more")
+    return int(raw)
+
+
+def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A setting that is a number of seconds, 0 or more."""
+    raw = environ.get(name, str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise SettingError(f"{name}={raw!r} is not a number of seconds of 0 or more")
+    return value
+
+
+def switch(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A setting that is on or off: true/false, yes/no, on/off, 1/0 (any case)."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingError(f"{name}={raw!r} is neither on nor off; write true or false")
+
+
+def environment(environ: Mapping[str, str]) -> str:
+    """LIVEKIT_AUTH_ENV: development or production, nothing in between."""
+    raw = environ.get("LIVEKIT_AUTH_ENV", "development")
+    if raw not in ENVIRONMENTS:
+        raise SettingError(f"LIVEKIT_AUTH_ENV={raw!r} is not one of {', '.join(ENVIRONMENTS)}")
     return raw
 
 
@@ -82,27 +131,28 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "SECRET_KEY": environ.get("SECRET_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": url,
         "MAX_CONTENT_LENGTH": 64 * 1024,
-        "MAX_ACTIVE_KEYS_PER_USER": int(environ.get("MAX_ACTIVE_KEYS_PER_USER", "20")),
-        "LAST_USED_INTERVAL_SECONDS": int(environ.get("LAST_USED_INTERVAL_SECONDS", "60")),
-        "LAST_USED_FLUSH_SECONDS": float(environ.get("LAST_USED_FLUSH_SECONDS", "2")),
-        "KEY_CACHE_SIZE": int(environ.get("KEY_CACHE_SIZE", "5000")),
-        "KEY_CACHE_POLL_SECONDS": float(environ.get("KEY_CACHE_POLL_SECONDS", "0.5")),
-        "ROTATION_AGE_DAYS": int(environ.get("ROTATION_AGE_DAYS", "90")),
-        "ADMIN_IDLE_TIMEOUT_MINUTES": int(environ.get("ADMIN_IDLE_TIMEOUT_MINUTES", "30")),
+        "MAX_ACTIVE_KEYS_PER_USER": whole_number(environ, "MAX_ACTIVE_KEYS_PER_USER", 20),
+        "LAST_USED_INTERVAL_SECONDS": whole_number(environ, "LAST_USED_INTERVAL_SECONDS", 60),
+        "LAST_USED_FLUSH_SECONDS": seconds(environ, "LAST_USED_FLUSH_SECONDS", 2),
+        "KEY_CACHE_SIZE": whole_number(environ, "KEY_CACHE_SIZE", 5000),
+        "KEY_CACHE_POLL_SECONDS": seconds(environ, "KEY_CACHE_POLL_SECONDS", 0.5),
+        "ROTATION_AGE_DAYS": whole_number(environ, "ROTATION_AGE_DAYS", 90),
+        "ADMIN_IDLE_TIMEOUT_MINUTES": whole_number(environ, "ADMIN_IDLE_TIMEOUT_MINUTES", 30),
         "ADMIN_LOGIN_MAX_FAILURES": 5,
         "ADMIN_LOGIN_WINDOW_MINUTES": 15,
         "SESSION_COOKIE_NAME": "livekit_admin",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": environ.get("SESSION_COOKIE_SECURE", "").lower() in TRUE_WORDS,
+        "SESSION_COOKIE_SECURE": switch(environ, "SESSION_COOKIE_SECURE", False),
         "WTF_CSRF_CHECK_DEFAULT": False,
-        "RATELIMIT_ENABLED": environ.get("RATELIMIT_ENABLED", "true").lower() in TRUE_WORDS,
+        "RATELIMIT_ENABLED": switch(environ, "RATELIMIT_ENABLED", True),
         "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_CREATE_KEY": environ.get("RATELIMIT_CREATE_KEY", "10 per hour"),
         "RATELIMIT_FAILED_AUTH": environ.get("RATELIMIT_FAILED_AUTH", "60 per minute"),
         "RATELIMIT_ADMIN_LOGIN": environ.get("RATELIMIT_ADMIN_LOGIN", "5 per 15 minutes"),
+        "RATELIMIT_KEY_ISSUE": environ.get("RATELIMIT_KEY_ISSUE", "30 per hour"),
         "RATELIMIT_KEY_PREFIX": environ.get("RATELIMIT_KEY_PREFIX", "livekit_auth"),
-        "TRUSTED_PROXY_COUNT": int(environ.get("TRUSTED_PROXY_COUNT", "0")),
+        "TRUSTED_PROXY_COUNT": whole_number(environ, "TRUSTED_PROXY_COUNT", 0),
         "METRICS_TOKEN": environ.get("METRICS_TOKEN") or None,
-        "ENVIRONMENT": environ.get("LIVEKIT_AUTH_ENV", "development"),
+        "ENVIRONMENT": environment(environ),
     }

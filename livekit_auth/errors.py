@@ -107,7 +107,12 @@ def handle_database_unavailable(error: Exception) -> ResponseReturnValue:
 
 
 def handle_internal_error(error: HTTPException) -> ResponseReturnValue:
-    """Answer an unexpected failure with a generic 500; Flask has already logged it."""
+    """Answer an unexpected failure with a generic 500; Flask has already logged it.
+
+    The session is rolled back first: a failed statement leaves PostgreSQL's transaction
+    aborted, and nothing more may be read in it.
+    """
+    db.session.rollback()
     return failure(500, "Internal server error")
 
 

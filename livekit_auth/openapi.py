@@ -27,6 +27,7 @@ DESCRIPTIONS = {
     409: "Conflict: the email already has a user, or the user holds the most keys allowed",
     413: "The request body is over 64 KiB",
     415: "The body is not application/json",
+    429: "Too many requests under a rate limit; Retry-After says when to try again",
     500: "Internal server error",
     503: "The database is unavailable",
 }
@@ -34,18 +35,20 @@ DESCRIPTIONS = {
 # What each JSON endpoint takes and returns: (request schema, data schema, error statuses).
 # A test checks that every route of the app is here.
 OPERATIONS: dict[str, tuple[type[Schema] | None, Any, list[int]]] = {
-    "auth.create_key": (schemas.CreateKeySchema, schemas.CreatedKeySchema, [400, 409, 413, 415]),
-    "auth.check_key": (None, schemas.CheckedKeySchema, [401]),
-    "auth.list_keys": (None, [schemas.KeySchema], [401]),
-    "auth.add_key": (schemas.NewKeySchema, schemas.IssuedKeySchema, [400, 401, 409, 413, 415]),
-    "auth.rotate_key": (schemas.RotateKeySchema, schemas.RotatedKeySchema, [400, 401, 409, 413, 415]),
-    "auth.revoke_key": (None, schemas.KeySchema, [401, 404]),
+    "auth.create_key": (schemas.CreateKeySchema, schemas.CreatedKeySchema, [400, 409, 413, 415, 429]),
+    "auth.check_key": (None, schemas.CheckedKeySchema, [401, 429]),
+    "auth.list_keys": (None, [schemas.KeySchema], [400, 401, 429]),
+    "auth.add_key": (schemas.NewKeySchema, schemas.IssuedKeySchema, [400, 401, 409, 413, 415, 429]),
+    "auth.rotate_key": (schemas.RotateKeySchema, schemas.RotatedKeySchema, [400, 401, 409, 413, 415, 429]),
+    "auth.revoke_key": (None, schemas.KeySchema, [401, 404, 429]),
     "health.live": (None, None, []),
     "health.ready": (None, None, []),
     "docs.openapi_document": (None, DOCUMENT, []),
 }
 # Public endpoints whose request body may be left out entirely.
 OPTIONAL_BODIES = {"auth.add_key", "auth.rotate_key"}
+# Endpoints that read arguments from the query string.
+QUERIES = {"auth.list_keys": schemas.KeyPageSchema}
 
 
 def envelope(data: dict[str, Any]) -> dict[str, Any]:
@@ -118,11 +121,14 @@ def operation(endpoint: str, rule: Rule, method: str) -> dict[str, Any]:
             "required": endpoint not in OPTIONAL_BODIES,
             "content": {"application/json": {"schema": schema_ref(body)}},
         }
-    if rule.arguments:
-        result["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-            for name in sorted(rule.arguments)
-        ]
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+        for name in sorted(rule.arguments)
+    ]
+    if endpoint in QUERIES:
+        parameters.append({"in": "query", "schema": QUERIES[endpoint]})
+    if parameters:
+        result["parameters"] = parameters
     return result
 
 

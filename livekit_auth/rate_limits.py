@@ -20,7 +20,7 @@ from typing import Any, ParamSpec
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
 from limits import RateLimitItem, parse
-from limits.errors import StorageError
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.wrappers import Response
@@ -31,7 +31,9 @@ from .metrics import LIMIT_STORE_ERRORS
 logger = logging.getLogger(__name__)
 STORE_TIMEOUT_SECONDS = 0.1
 STORE_RETRY_SECONDS = 5.0
-LIMIT_SETTINGS = ("RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN")
+LIMIT_SETTINGS = (
+    "RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN", "RATELIMIT_KEY_ISSUE"
+)
 Params = ParamSpec("Params")
 
 
@@ -59,7 +61,12 @@ def open_store(uri: str) -> Storage:
     options: dict[str, Any] = {"wrap_exceptions": True}
     if uri.startswith(("redis://", "rediss://", "redis+unix://")):
         options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)
-    return storage_from_string(uri, **options)
+    try:
+        return storage_from_string(uri, **options)
+    except ConfigurationError as error:
+        raise SettingError(
+            f"RATELIMIT_STORAGE_URI={uri!r} names no limit store; use memory:// or redis://host:6379/0"
+        ) from error
 
 
 class RateLimits:

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from flask import request
-from marshmallow import Schema, ValidationError, fields
+from flask import current_app, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import clock
 from .errors import ApiError
@@ -173,6 +174,19 @@ class RotateKeySchema(RequestSchema):
     expires_in_days = WholeNumber(**EXPIRES_IN_DAYS)
 
 
+class KeyPageSchema(Schema):
+    """The query of GET /auth/keys: how many keys a page holds, and where it starts."""
+
+    class Meta:
+        """Other query arguments (a cache buster, say) are left alone."""
+
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    before = fields.Integer(load_default=None, validate=validate.Range(1, 2**31 - 1),
+                            metadata={"description": "Only keys with a smaller id: the next page's start"})
+
+
 class KeySchema(Schema):
     """One of a user's keys as a listing shows it: never the key, never its digest."""
 
@@ -219,6 +233,10 @@ def load_json_body(schema: Schema, optional: bool = False) -> dict[str, Any]:
     An optional body may be left out entirely, and then means {}.
     """
     raw = request.get_data(cache=False)
+    # A body sent in chunks, with no Content-Length, is read up to MAX_CONTENT_LENGTH and cut
+    # there without a word: one more byte behind the limit means it was too large.
+    if len(raw) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
     if optional and not raw.strip():
         return schema.load({})
     if not request.is_json:

@@ -4,6 +4,7 @@ from logging.config import fileConfig
 from flask import current_app
 
 from alembic import context
+from sqlalchemy.exc import OperationalError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -96,7 +97,14 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    try:
+        connection_context = connectable.connect()
+    except OperationalError as error:
+        # The operator's to fix, not a bug: one line, not a traceback.
+        where = connectable.url.render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0]
+        raise SystemExit(f"livekit-auth: cannot reach the database at {where}: {reason}") from None
+    with connection_context as connection:
         # SQLite changes a column by copying its table (batch mode), which dropping a table
         # that others reference would refuse with foreign keys on: they are off while
         # migrating, as Alembic's batch documentation advises, and on again after.

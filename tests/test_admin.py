@@ -1,7 +1,7 @@
 """The admin pages through the test client: access, sessions, CSRF, revocation, search, audit."""
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from livekit_auth import audit, keys
 from livekit_auth.admin import queries
@@ -338,3 +338,30 @@ def test_the_favicon_is_served_without_a_key_and_no_key_check_is_counted(client)
         assert response.status_code == 200 and response.data[:4] == b"\x00\x00\x01\x00"
     assert invalid_checks() == before
     assert 'rel="icon"' in client.get("/admin/login").get_data(as_text=True)
+
+
+def test_an_admin_page_that_fails_in_the_database_still_gets_its_own_error_page(app, client, admin, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        db.session.execute(text("SELECT * FROM no_such_table"))
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    monkeypatch.setattr(queries, "audit_page", broken)
+    response = client.get("/admin/audit")
+    assert response.status_code in (500, 503) and response.mimetype == "text/html"
+    assert response.headers["X-Frame-Options"] == "DENY" and "X-Request-ID" in response.headers
+    assert ADMIN_EMAIL in response.get_data(as_text=True)  # the page names its admin without a query
+
+
+def test_a_key_page_shows_fifty_of_the_owners_other_keys_and_links_to_the_rest(app, client, admin, api) -> None:
+    key = api.new_key(user_email="many@example.com")
+    with app.app_context():
+        owner = db.session.scalars(select(ApiKey)).one().user
+        for n in range(55):
+            db.session.add(ApiKey(user_id=owner.id, digest=f"{n:064d}", display_prefix=f"lvk_more{n:04d}",
+                                  created_at=owner.created_at))
+        db.session.commit()
+        first_id = min(db.session.scalars(select(ApiKey.id)))
+    page = client.get(f"/admin/keys/{first_id}").get_data(as_text=True)
+    assert page.count("lvk_more") == 50
+    assert "/admin/?q=many@example.com" in page
+    assert keys.display_prefix(key) in page

@@ -156,6 +156,18 @@ def test_oversized_requests_and_the_server_banner(tmp_path) -> None:
         assert answer.headers["Server"] == "gunicorn"
 
 
+def test_a_chunked_body_over_the_limit_is_refused_whole(tmp_path) -> None:
+    # Valid JSON up to the limit and beyond: cut at 64 KiB it would still parse.
+    document = b'{"user_name": "C", "user_email": "chunked@example.com"}' + b" " * (70 * 1024)
+    with live_server(f"sqlite:///{tmp_path / 'chunked.db'}", tmp_path, workers=1) as server:
+        url = f"{server.url}/auth/create-key"
+        chunks = iter([document[:40_000], document[40_000:]])  # no Content-Length: chunked
+        refused = requests.post(url, data=chunks, headers={"Content-Type": "application/json"}, timeout=10)
+        envelope_error(refused, 413)
+        small = requests.post(url, data=document[:4096], headers={"Content-Type": "application/json"}, timeout=10)
+        assert small.status_code == 200, "nothing of the refused request was stored"
+
+
 def test_gunicorn_refuses_to_serve_with_the_debugger_on(tmp_path) -> None:
     env = {**os.environ, "FLASK_DEBUG": "1", "PORT": str(free_port()), "XDG_RUNTIME_DIR": str(tmp_path),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'debug.db'}", "SECRET_KEY": "x",

@@ -1,5 +1,6 @@
 """Several keys per user, rotation with a grace period, expiry, revocation and last use."""
 
+import re
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -221,7 +222,7 @@ def test_a_revoked_key_is_refused_at_once(app, api) -> None:
     assert response.json["message"] == "API key revoked"
     assert response.json["data"]["status"] == "revoked"
     envelope_error(api.get("/auth/check-key", other["api_key"]), 401, "API key has been revoked")
-    assert stored_key(app, other["id"]).revoked_by == "api"
+    assert stored_key(app, other["id"]).revoked_by == f"api {keys.display_prefix(key)}"
 
 
 def test_revoking_twice_is_harmless(app, api) -> None:
@@ -322,3 +323,26 @@ def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock) -
     time.sleep(0.3)
     assert all(stored_key(app, key_id).last_used_at == frozen_clock.current for key_id in ids)
     app.extensions["keyring"].usage.stop()
+
+
+def test_the_key_list_comes_in_pages_linked_by_rel_next(api) -> None:
+    key = api.new_key()
+    for _ in range(4):
+        assert add_key(api, key).status_code == 200
+    seen, path, pages = [], "/auth/keys?limit=2", 0
+    while path:
+        response = api.get(path, key)
+        assert response.status_code == 200
+        seen += [listed["id"] for listed in response.json["data"]]
+        pages += 1
+        link = response.headers.get("Link")
+        path = None if link is None else re.fullmatch(r'<([^>]+)>; rel="next"', link).group(1)
+    assert pages == 3 and len(seen) == 5
+    assert seen == sorted(seen, reverse=True)
+    everything = api.get("/auth/keys", key)
+    assert [listed["id"] for listed in everything.json["data"]] == seen and "Link" not in everything.headers
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "before=0", "before=x"])
+def test_a_bad_page_of_keys_is_a_400(api, query) -> None:
+    envelope_error(api.get(f"/auth/keys?{query}", api.new_key()), 400)

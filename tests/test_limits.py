@@ -261,3 +261,20 @@ def test_a_redis_limit_holds_across_workers_and_hosts(database_uri, tmp_path) ->
         from .support import clear_database
 
         clear_database(database_uri)
+
+
+def test_issuing_keys_is_limited_per_user_for_adding_and_rotating_together(limited) -> None:
+    client = limited(RATELIMIT_KEY_ISSUE="3 per hour").test_client()
+    key = create(client, "busy@example.com").json["data"]["api_key"]
+    other = create(client, "calm@example.com").json["data"]["api_key"]
+
+    def issue(path: str, holder: str):
+        return client.post(path, json={}, headers={"x-api-key": holder})
+
+    assert issue("/auth/keys", key).status_code == 200
+    assert issue("/auth/keys", key).status_code == 200
+    rotated = issue("/auth/keys/rotate", key)
+    assert rotated.status_code == 200
+    envelope_error(issue("/auth/keys", key), 429, "Too many requests (limit: 3 per 1 hour); try again later")
+    envelope_error(issue("/auth/keys/rotate", rotated.json["data"]["api_key"]), 429)
+    assert issue("/auth/keys", other).status_code == 200  # counted per user

@@ -1,6 +1,10 @@
 """The real thing: boot.sh runs the migrations and gunicorn with two workers."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +15,7 @@ import requests
 
 from livekit_auth import keys
 
-from .support import LiveServer, clear_database, envelope_error, live_server
+from .support import PROJECT_ROOT, LiveServer, clear_database, envelope_error, live_server
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,32 @@ def test_fifty_concurrent_creates_all_succeed_and_their_keys_check(server) -> No
         checked = list(pool.map(lambda key: check(server, key), keys_issued))
     assert [r.status_code for r in checked] == [200] * 50
     assert sorted(r.json()["data"]["user_email"] for r in checked) == sorted(emails)
+
+
+def test_parallel_wrong_passwords_are_checked_no_more_often_than_the_lockout_allows(server) -> None:
+    email = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    env = {**os.environ, "DATABASE_URL": server.database_url, "SECRET_KEY": "live-server-test-secret"}
+    created = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "admin", "create",
+                              "--email", email, "--password-stdin"], input="correct horse battery\n",
+                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    browsers = []
+    for _ in range(30):
+        browser = requests.Session()
+        page = browser.get(f"{server.url}/admin/login", timeout=30).text
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+        browsers.append((browser, token))
+
+    def guess(browser_and_token) -> int:
+        browser, token = browser_and_token
+        form = {"email": email, "password": "wrong password!", "csrf_token": token}
+        return browser.post(f"{server.url}/admin/login", data=form, timeout=30, allow_redirects=False).status_code
+
+    with ThreadPoolExecutor(15) as pool:
+        statuses = list(pool.map(guess, browsers))
+    # 401: a password was checked; 429: refused before checking. Five checks, however parallel.
+    assert sorted(set(statuses)) == [401, 429]
+    assert statuses.count(401) == 5, statuses
 
 
 def test_ten_concurrent_creates_for_one_email_give_one_key(server) -> None:

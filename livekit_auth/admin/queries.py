@@ -80,12 +80,6 @@ def key_page(
     return Page(rows[:PAGE_SIZE], number, len(rows) > PAGE_SIZE)
 
 
-def owner_keys(user_id: int) -> list[ApiKey]:
-    """All of one user's keys, newest first."""
-    query = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc())
-    return list(db.session.scalars(query))
-
-
 def audit_page(number: int) -> Page:
     """A page of the audit log, newest first."""
     query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())

@@ -68,6 +68,9 @@ def require_admin() -> ResponseReturnValue | None:
         return redirect(url_for("admin.login", next=target))
     g.admin_session = admin_session
     g.admin = admin_session.admin
+    # A plain string for the pages, error pages included: they must render without a query,
+    # after a database error too.
+    g.admin_email = g.admin.email
     db.session.commit()
     return None
 
@@ -121,20 +124,22 @@ def login() -> ResponseReturnValue:
         status = 400 if request.method == "POST" else 200
         return render_template("admin/login.html", form=form), status
     email = accounts.admin_email(form.email.data)
-    address = audit.client_address()
+    # The attempt is recorded as failed, and committed, before its password is checked: each
+    # attempt then counts every one committed before it, so attempts sent in parallel cannot
+    # all find room under the limit. A successful one is rewritten as a login.
+    attempt = audit.record(audit.LOGIN_FAILED, actor=email, target=email)
+    db.session.commit()
     limit = current_app.config["ADMIN_LOGIN_MAX_FAILURES"]
-    if accounts.recent_failures(email, address, clock.now()) >= limit:
+    if accounts.recent_failures(email, audit.client_address(), clock.now()) > limit:
         window = current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"]
         flash(f"Too many failed attempts. Try again in {window} minutes.", "error")
         return render_template("admin/login.html", form=form), 429
     admin = accounts.verify_login(email, form.password.data)
     if admin is None:
-        audit.record(audit.LOGIN_FAILED, actor=email, target=email)
-        db.session.commit()
         flash(INVALID_LOGIN, "error")
         return render_template("admin/login.html", form=form), 401
     accounts.start_session(admin)
-    audit.record(audit.LOGIN, actor=admin.email, target=admin.email)
+    attempt.action, attempt.actor = audit.LOGIN, admin.email
     db.session.commit()
     return redirect(safe_next(request.args.get("next")))
 
@@ -142,7 +147,7 @@ def login() -> ResponseReturnValue:
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
     """End the session on the server and forget the cookie."""
-    audit.record(audit.LOGOUT, actor=g.admin.email, target=g.admin.email)
+    audit.record(audit.LOGOUT, actor=g.admin_email, target=g.admin_email)
     accounts.end_session(g.admin_session)
     db.session.commit()
     flash("You have been logged out.", "info")
@@ -213,11 +218,14 @@ def key_detail(key_id: int) -> ResponseReturnValue:
     """One key, its owner's other keys, and the revoke action."""
     key = key_or_404(key_id)
     owner: User = key.user
+    # One page of the owner's other keys; the key list, searched by their email, has the rest.
+    others = [other for other in services.user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
     return render_template(
         "admin/key.html",
         key=key,
         owner=owner,
-        others=[other for other in queries.owner_keys(owner.id) if other.id != key.id],
+        others=others[: queries.PAGE_SIZE],
+        more_others=len(others) > queries.PAGE_SIZE,
         now=clock.now(),
         rotation_days=current_app.config["ROTATION_AGE_DAYS"],
         form=ConfirmForm(),
@@ -231,14 +239,12 @@ def revoke(key_id: int) -> ResponseReturnValue:
     form = ConfirmForm()
     if request.method == "GET":
         return render_template("admin/confirm_revoke.html", key=key, form=form)
-    if key.revoked_at is None:
-        services.revoke(key, g.admin.email)
-        audit.record(audit.REVOKE, actor=g.admin.email, target=key.display_prefix,
-                     detail=f"key {key.id} of {key.user.email}")
+    if services.revoke(key, g.admin_email):
         db.session.commit()
         queries.forget_overview()
         flash(f"Key {key.display_prefix}… revoked.", "info")
     else:
+        db.session.rollback()
         flash(f"Key {key.display_prefix}… was already revoked.", "info")
     return redirect(url_for("admin.key_detail", key_id=key.id))
 

@@ -2,21 +2,23 @@
 
 from typing import Any
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
+from .. import audit
 from ..envelope import success_response
 from ..errors import ApiError
 from ..extensions import db
 from ..gate import public
 from ..keyring.cache import Holder
 from ..models import ApiKey, User
-from ..rate_limits import limit_per_address
+from ..rate_limits import limit_per_address, rate_limits
 from ..schemas import (
     CreatedKeySchema,
     CreateKeySchema,
     IssuedKeySchema,
+    KeyPageSchema,
     KeySchema,
     NewKeySchema,
     RotatedKeySchema,
@@ -34,6 +36,11 @@ KEY_CREATED = "API key created successfully, Store it securely"
 def holder(user: User | Holder) -> dict[str, Any]:
     """The user's fields as the API names them."""
     return {"user_name": user.name, "org_name": user.org_name, "user_email": user.email}
+
+
+def acting_key() -> str:
+    """Who the audit log names for a change made with the calling key."""
+    return audit.by_key(g.api_key.display_prefix)
 
 
 def issued(key: ApiKey, secret: str) -> dict[str, Any]:
@@ -54,7 +61,7 @@ def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
     fields = load_json_body(CreateKeySchema())
     user = services.register_user(fields["user_name"], fields["user_email"], fields["org_name"])
-    _, secret = services.issue_key(user, user.created_at)
+    _, secret = services.issue_key(user, user.created_at, audit.API)
     data = CreatedKeySchema().dump({"api_key": secret, **holder(user)})
     try:
         db.session.commit()
@@ -81,16 +88,27 @@ def check_key() -> ResponseReturnValue:
 
 @bp.get("/keys")
 def list_keys() -> ResponseReturnValue:
-    """The caller's own keys, newest first; never a key or a digest."""
-    return success_response("API keys", KeySchema(many=True).dump(services.user_keys(g.user.id)))
+    """The caller's own keys, newest first, a page at a time; never a key or a digest.
+
+    While more keys remain, a Link header (RFC 8288) names the next page: rel="next".
+    """
+    page = KeyPageSchema().load(request.args)
+    limit = page["limit"]
+    found = services.user_keys(g.user.id, limit + 1, page["before"])
+    response = success_response("API keys", KeySchema(many=True).dump(found[:limit]))
+    if len(found) > limit:
+        following = url_for("auth.list_keys", limit=limit, before=found[limit - 1].id)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
 
 
 @bp.post("/keys")
 def add_key() -> ResponseReturnValue:
     """Issue another key to the caller's user."""
+    rate_limits().take("RATELIMIT_KEY_ISSUE", "key-issue", str(g.user.id))
     fields = load_json_body(NewKeySchema(), optional=True)
     user = db.session.get(User, g.user.id)
-    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"])
+    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key())
     db.session.flush()
     data = IssuedKeySchema().dump(issued(key, secret))
     db.session.commit()
@@ -100,9 +118,10 @@ def add_key() -> ResponseReturnValue:
 @bp.post("/keys/rotate")
 def rotate_key() -> ResponseReturnValue:
     """Replace the calling key; it keeps working for the grace period, then expires."""
+    rate_limits().take("RATELIMIT_KEY_ISSUE", "key-issue", str(g.user.id))
     fields = load_json_body(RotateKeySchema(), optional=True)
     old = db.session.get(ApiKey, g.api_key.id)
-    key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"])
+    key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"], acting_key())
     db.session.flush()
     data = RotatedKeySchema().dump({**issued(key, secret), "previous_key_expires_at": old.expires_at})
     db.session.commit()
@@ -113,7 +132,7 @@ def rotate_key() -> ResponseReturnValue:
 def revoke_key(key_id: int) -> ResponseReturnValue:
     """Revoke one of the caller's keys, the calling key included; twice is harmless."""
     key = services.own_key(g.user.id, key_id)
-    services.revoke(key, services.REVOKED_BY_USER)
+    services.revoke(key, acting_key())
     data = KeySchema().dump(key)
     db.session.commit()
     return success_response("API key revoked", data)

@@ -6,9 +6,10 @@ Functions stage changes in the session; the caller commits once.
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import joinedload
 
-from .. import clock, keys
+from .. import audit, clock, keys
 from ..errors import ApiError
 from ..extensions import db
 from ..keyring import ExpiredKey, Keyring, RevokedKey
@@ -16,14 +17,13 @@ from ..models import ApiKey, KeyStatus, User, status_condition
 
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
-REVOKED_BY_USER = "api"
 MAX_KEY_ID = 2**31 - 1  # the largest INTEGER PostgreSQL stores
 
 
 def issue_key(
-    user: User, now: datetime, name: str | None = None, expires_at: datetime | None = None
+    user: User, now: datetime, actor: str, name: str | None = None, expires_at: datetime | None = None
 ) -> tuple[ApiKey, str]:
-    """Stage a new key for a user; return it and the secret, which is never stored."""
+    """Stage a new key for a user, and its audit row; return it and the secret, never stored."""
     issued = keys.generate()
     key = ApiKey(
         digest=issued.digest,
@@ -33,6 +33,7 @@ def issue_key(
         expires_at=expires_at,
     )
     user.keys.append(key)
+    audit.record(audit.KEY_CREATED, actor=actor, target=key.display_prefix, detail=f"for {user.email}")
     return key, issued.secret
 
 
@@ -94,16 +95,18 @@ def expiry(now: datetime, days: int | None) -> datetime | None:
     return None if days is None else now + timedelta(days=days)
 
 
-def add_key(user: User, name: str | None, expires_in_days: int | None) -> tuple[ApiKey, str]:
+def add_key(
+    user: User, name: str | None, expires_in_days: int | None, actor: str
+) -> tuple[ApiKey, str]:
     """Stage another key for a user, within the cap on active keys."""
     now = clock.now()
     lock_user(user.id)
     ensure_room_for_key(user.id, now)
-    return issue_key(user, now, name, expiry(now, expires_in_days))
+    return issue_key(user, now, actor, name, expiry(now, expires_in_days))
 
 
 def rotate_key(
-    old: ApiKey, grace_hours: int, expires_in_days: int | None
+    old: ApiKey, grace_hours: int, expires_in_days: int | None, actor: str
 ) -> tuple[ApiKey, str]:
     """Stage a replacement for a key; the old one expires when the grace ends, or earlier."""
     now = clock.now()
@@ -116,7 +119,10 @@ def rotate_key(
     if old.expires_at is None or grace_end < old.expires_at:
         old.expires_at = grace_end
         announce_key_change()
-    return issue_key(old.user, now, old.name, expiry(now, expires_in_days))
+    new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days))
+    audit.record(audit.KEY_ROTATED, actor=actor, target=old.display_prefix,
+                 detail=f"replaced by {new.display_prefix}; expires {old.expires_at.isoformat()}")
+    return new, secret
 
 
 def key_by_id(key_id: int) -> ApiKey | None:
@@ -134,19 +140,50 @@ def own_key(user_id: int, key_id: int) -> ApiKey:
     return key
 
 
-def revoke(key: ApiKey, revoked_by: str) -> None:
-    """Stage a key's revocation; a key already revoked keeps its first revocation."""
-    if key.revoked_at is None:
-        key.revoked_at = clock.now()
-        key.revoked_by = revoked_by
+def revoke(key: ApiKey, actor: str) -> bool:
+    """Stage a key's revocation and its audit row; False if it was revoked already.
+
+    The first revocation wins: the row is written only where it is not revoked yet, so of two
+    revocations racing (two admins, an admin and the API) one changes it and is audited, and
+    the other finds it done, even before the first commits (it waits for the row's lock).
+    """
+    changed = db.session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=clock.now(), revoked_by=actor)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.refresh(key)
+    if changed:
         announce_key_change()
+        audit.record(audit.REVOKE, actor=actor, target=key.display_prefix, detail=f"key {key.id} of {key.user.email}")
+    return bool(changed)
 
 
-def user_keys(user_id: int) -> list[ApiKey]:
-    """A user's keys, newest first."""
-    query = (
+def prune(cutoff: datetime, actor: str, dry_run: bool = False) -> list[ApiKey]:
+    """Stage the deletion of keys revoked or expired before cutoff, one audit row each.
+
+    With dry_run, nothing is staged: the keys are only returned.
+    """
+    doomed = list(db.session.scalars(
         select(ApiKey)
-        .where(ApiKey.user_id == user_id)
-        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
-    )
+        .where(or_(ApiKey.revoked_at < cutoff, ApiKey.expires_at < cutoff))
+        .options(joinedload(ApiKey.user))
+        .order_by(ApiKey.id)
+    ))
+    if dry_run or not doomed:
+        return doomed
+    for key in doomed:
+        audit.record(audit.KEY_DELETED, actor=actor, target=key.display_prefix,
+                     detail=f"key {key.id} of {key.user.email}")
+    db.session.execute(delete(ApiKey).where(ApiKey.id.in_([key.id for key in doomed])))
+    announce_key_change()
+    return doomed
+
+
+def user_keys(user_id: int, limit: int, before: int | None = None) -> list[ApiKey]:
+    """Up to limit of a user's keys, newest first; with before, only keys older than that id."""
+    query = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(ApiKey.id < before)
     return list(db.session.scalars(query))
