@@ -2,13 +2,19 @@
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 
 def success_response(message: str, data: Any) -> Response:
     """Build a 200 answer in the envelope."""
     return jsonify({"success": True, "message": message, "data": data})
+
+
+def success_body(message: str, data: Any) -> bytes:
+    """The body success_response sends (compact JSON and a newline), for an answer kept and sent again."""
+    document = {"success": True, "message": message, "data": data}
+    return (current_app.json.dumps(document, separators=(",", ":")) + "\n").encode()
 
 
 def error_response(

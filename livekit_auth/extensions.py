@@ -1,5 +1,6 @@
 """Extension objects, created without an app and bound in create_app."""
 
+from flask import Flask
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -24,6 +25,21 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-# Checks only where a view asks (the admin pages); the JSON API authenticates by header.
-csrf = CSRFProtect()
+class CheckedWhereAsked(CSRFProtect):
+    """Flask-WTF's CSRF protection, checked only where a view asks (the admin pages).
+
+    CSRFProtect.init_app also puts a before_request hook on the whole app, which with
+    WTF_CSRF_CHECK_DEFAULT off checks nothing but costs every API request: it is taken off
+    again. The JSON API authenticates by header and needs no CSRF token.
+    """
+
+    def init_app(self, app: Flask) -> None:
+        """Set up CSRF tokens for the app's forms, without the app-wide hook."""
+        hooks = app.before_request_funcs.setdefault(None, [])
+        before = list(hooks)
+        super().init_app(app)
+        hooks[:] = before
+
+
+csrf = CheckedWhereAsked()
 

@@ -9,6 +9,7 @@ Nothing secret is logged: the path without its query string, and of a key only i
 display prefix. The gate leaves the endpoint and the key in the WSGI environ for it.
 """
 
+import itertools
 import os
 import re
 import time
@@ -34,12 +35,19 @@ class RequestLog:
         self.counters: dict[tuple[str, str], Any] = {}
         self.second = -1
         self.second_text = ""
+        self.new_process()
+        os.register_at_fork(after_in_child=self.new_process)
+
+    def new_process(self) -> None:
+        """Start this process's request ids: a random prefix, then a count, with no system call."""
+        self.id_prefix = os.urandom(8).hex()
+        self.served = itertools.count()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Answer the request through the app, then log and count it."""
         started = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID")
-        request_id = given if given and REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+        request_id = given if given and REQUEST_ID.fullmatch(given) else f"{self.id_prefix}{next(self.served):016x}"
         status_line = ""
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

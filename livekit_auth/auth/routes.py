@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit
-from ..envelope import success_response
+from ..envelope import success_body, success_response
 from ..errors import ApiError
 from ..extensions import db
 from ..gate import public
@@ -82,7 +82,7 @@ def check_key() -> ResponseReturnValue:
     known = g.api_key
     if known.answer is None:
         data = {**holder(known.holder), "created_at": timestamp(known.created_at)}
-        known.answer = success_response("API key is valid", data).get_data()
+        known.answer = success_body("API key is valid", data)
     return current_app.response_class(known.answer, mimetype=current_app.json.mimetype)
 
 
