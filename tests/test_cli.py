@@ -158,3 +158,12 @@ def test_every_command_names_its_database_on_stderr_without_a_password(runner, a
     assert "s3cret" not in named.output
     release(locked)
 
+
+
+def test_create_stores_a_name_that_grows_when_lower_cased(runner, api) -> None:
+    name = "İ" * 100  # its lower-cased search copy is 200 characters
+    result = runner.invoke(args=["keys", "create", "--email", "dotted@example.com", "--user-name", name,
+                                 "--org", name])
+    assert result.exit_code == 0, result.output
+    data = api.get("/auth/check-key", result.stdout.strip()).json["data"]
+    assert data["user_name"] == name and data["org_name"] == name

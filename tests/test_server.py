@@ -79,9 +79,10 @@ def test_parallel_wrong_passwords_are_checked_no_more_often_than_the_lockout_all
 
     with ThreadPoolExecutor(15) as pool:
         statuses = list(pool.map(guess, browsers))
-    # 401: a password was checked; 429: refused before checking. Five checks, however parallel.
-    assert sorted(set(statuses)) == [401, 429]
-    assert statuses.count(401) == 5, statuses
+    # 401: a password was checked; 429: refused before checking. At most five checks, however
+    # parallel (fewer when more than five attempts are written down before any is counted).
+    assert set(statuses) <= {401, 429} and 429 in statuses
+    assert statuses.count(401) <= 5, statuses
 
 
 def test_ten_concurrent_creates_for_one_email_give_one_key(server) -> None:
