@@ -23,17 +23,19 @@ WIDENED = {
 }
 
 
-def upgrade():
+def resize(widen):
+    """Give each column its wide length, or its narrow one back."""
     for table, columns in WIDENED.items():
         with op.batch_alter_table(table, schema=None) as batch_op:
             for column, narrow, wide in columns:
-                batch_op.alter_column(column, existing_type=sa.String(length=narrow),
-                                      type_=sa.String(length=wide))
+                before, after = (narrow, wide) if widen else (wide, narrow)
+                batch_op.alter_column(column, existing_type=sa.String(length=before),
+                                      type_=sa.String(length=after))
+
+
+def upgrade():
+    resize(widen=True)
 
 
 def downgrade():
-    for table, columns in WIDENED.items():
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            for column, narrow, wide in columns:
-                batch_op.alter_column(column, existing_type=sa.String(length=wide),
-                                      type_=sa.String(length=narrow))
+    resize(widen=False)
