@@ -21,13 +21,13 @@ def is_public_request(endpoint: str | None) -> bool:
     if endpoint is None:
         return getattr(owning_blueprint(), "is_public", False)
     decided = current_app.extensions["public_endpoints"]
-    public = decided.get(endpoint)
-    if public is None:
-        public = decided[endpoint] = endpoint == "static" or any(
+    is_open = decided.get(endpoint)
+    if is_open is None:
+        is_open = decided[endpoint] = endpoint == "static" or any(
             getattr(target, "is_public", False)
             for target in (owning_blueprint(), current_app.view_functions[endpoint])
         )
-    return public
+    return is_open
 
 
 def require_api_key() -> None:
