@@ -39,7 +39,8 @@ class RequestLog:
         os.register_at_fork(after_in_child=self.new_process)
 
     def new_process(self) -> None:
-        """Start this process's request ids: a random prefix, then a count, with no system call."""
+        """Start this process's log: its pid, and request ids as a random prefix and a count."""
+        self.worker = os.getpid()
         self.id_prefix = os.urandom(8).hex()
         self.served = itertools.count()
 
@@ -80,7 +81,7 @@ class RequestLog:
             f'{{"time":"{self.timestamp(time.time())}","method":{json_string(environ["REQUEST_METHOD"])},'
             f'"path":{json_string(path(environ))},"status":{status or 0},'
             f'"duration_ms":{round(seconds * 1000, 2)},"client":{json_string(environ.get("REMOTE_ADDR") or "")},'
-            f'"request_id":"{request_id}","worker":{os.getpid()}{key_fields}}}\n'
+            f'"request_id":"{request_id}","worker":{self.worker}{key_fields}}}\n'
         ).encode()
         while line:
             line = line[os.write(self.output, line):]

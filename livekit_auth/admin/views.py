@@ -67,10 +67,9 @@ def require_admin() -> ResponseReturnValue | None:
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("admin.login", next=target))
     g.admin_session = admin_session
-    g.admin = admin_session.admin
     # A plain string for the pages, error pages included: they must render without a query,
     # after a database error too.
-    g.admin_email = g.admin.email
+    g.admin_email = admin_session.admin.email
     db.session.commit()
     return None
 

@@ -140,6 +140,11 @@ def own_key(user_id: int, key_id: int) -> ApiKey:
     return key
 
 
+def whose(key: ApiKey) -> str:
+    """A key as the audit log details it: its id and its holder's email."""
+    return f"key {key.id} of {key.user.email}"
+
+
 def revoke(key: ApiKey, actor: str) -> bool:
     """Stage a key's revocation and its audit row; False if it was revoked already.
 
@@ -156,7 +161,7 @@ def revoke(key: ApiKey, actor: str) -> bool:
     db.session.refresh(key)
     if changed:
         announce_key_change()
-        audit.record(audit.REVOKE, actor=actor, target=key.display_prefix, detail=f"key {key.id} of {key.user.email}")
+        audit.record(audit.REVOKE, actor=actor, target=key.display_prefix, detail=whose(key))
     return bool(changed)
 
 
@@ -165,18 +170,17 @@ def prune(cutoff: datetime, actor: str, dry_run: bool = False) -> list[ApiKey]:
 
     With dry_run, nothing is staged: the keys are only returned.
     """
+    # A key revoked or expiring from now on lies after any cutoff in the past, so the delete
+    # removes exactly the keys listed, without an IN list that could outgrow a statement.
+    ended_long_ago = or_(ApiKey.revoked_at < cutoff, ApiKey.expires_at < cutoff)
     doomed = list(db.session.scalars(
-        select(ApiKey)
-        .where(or_(ApiKey.revoked_at < cutoff, ApiKey.expires_at < cutoff))
-        .options(joinedload(ApiKey.user))
-        .order_by(ApiKey.id)
+        select(ApiKey).where(ended_long_ago).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
     ))
     if dry_run or not doomed:
         return doomed
     for key in doomed:
-        audit.record(audit.KEY_DELETED, actor=actor, target=key.display_prefix,
-                     detail=f"key {key.id} of {key.user.email}")
-    db.session.execute(delete(ApiKey).where(ApiKey.id.in_([key.id for key in doomed])))
+        audit.record(audit.KEY_DELETED, actor=actor, target=key.display_prefix, detail=whose(key))
+    db.session.execute(delete(ApiKey).where(ended_long_ago))
     announce_key_change()
     return doomed
 

@@ -2,7 +2,7 @@
 
 A worker's Keyring owns everything a check touches: the cache of keys seen lately, the held
 connection that reads a key not in it, the signal that tells the workers of a server that a
-key changed, and the notes of last use. The gate hands it the header; it answers a KnownKey
+key changed, the notes of last use, and the throttle on failed checks per address. The gate hands it the header; it answers a KnownKey
 or raises one of the refusals below, which the error handlers turn into statuses.
 """
 
@@ -64,6 +64,7 @@ BUMP_KEY_VERSION = update(KeyChanges).where(KeyChanges.id == 1).values(version=K
 
 
 FAILED_AUTH = "RATELIMIT_FAILED_AUTH"
+FAILED_AUTH_SCOPE = "failed-auth"
 
 
 class Keyring:
@@ -93,7 +94,7 @@ class Keyring:
             try:
                 known = self.verify(presented, wanted, known, now)
             except KeyRefused as refusal:
-                self.rate_limits.count(FAILED_AUTH, "failed-auth", address)
+                self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
                 count_key_check(refusal.outcome)
                 raise
         self.usage.note(known, now)
@@ -114,7 +115,7 @@ class Keyring:
     def throttle(self, address: str) -> None:
         """Refuse an address that has failed too many key checks lately."""
         try:
-            self.rate_limits.check(FAILED_AUTH, "failed-auth", address)
+            self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
         except RateLimited:
             count_key_check("rate_limited")
             raise
