@@ -71,3 +71,10 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Write the worker's last notes of key use and close its held connection."""
+    keyring = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("keyring")
+    if keyring is not None:
+        keyring.close()

@@ -17,6 +17,11 @@ KEY_CHECKS = Counter(
     "x-api-key checks by outcome: valid, invalid, revoked, expired, rate_limited.",
     ["outcome"],
 )
+KEY_CACHE = Counter(
+    "livekit_auth_key_cache_total",
+    "Key checks answered from the worker's key cache (hit) or read from the database (miss).",
+    ["result"],
+)
 LIMIT_STORE_ERRORS = Counter(
     "livekit_auth_limit_store_errors_total",
     "Calls to the rate limit store that failed or timed out; limits are not enforced meanwhile.",
@@ -26,6 +31,8 @@ KEY_CHECK_OUTCOMES = {
     outcome: KEY_CHECKS.labels(outcome)
     for outcome in ("valid", "invalid", "revoked", "expired", "rate_limited")
 }
+
+KEY_CACHE_RESULTS = {result: KEY_CACHE.labels(result) for result in ("hit", "miss")}
 
 
 def count_key_check(outcome: str) -> None:
@@ -40,3 +47,8 @@ def exposition() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()
+
+
+def count_key_cache(result: str) -> None:
+    """Count a key check as answered from the cache (hit) or read from the database (miss)."""
+    KEY_CACHE_RESULTS[result].inc()

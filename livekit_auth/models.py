@@ -116,12 +116,34 @@ def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
 
 
 class KeyChanges(db.Model):
-    """One row whose version moves with every change that can make a key unusable."""
+    """One row whose version moves with every change that can make a key unusable.
+
+    A change updates the row, whose lock it then holds until it commits: so versions are
+    handed out in the order the changes commit, with no gaps, and a worker that has read
+    version N has seen every change up to N.
+    """
 
     __tablename__ = "key_changes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
+
+
+class KeyChange(db.Model):
+    """A key one change touched, under the version it moved the keys to: the changes feed.
+
+    Workers read the feed from the last version they saw and evict just those keys. A digest
+    of ALL_KEYS stands for every key (a prune); only the last versions are kept, and a worker
+    further behind forgets its whole cache.
+    """
+
+    __tablename__ = "key_change_feed"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+ALL_KEYS = "*"  # no digest: digests are hexadecimal
 
 
 class KeyUseCount(db.Model):

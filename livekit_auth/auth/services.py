@@ -57,9 +57,9 @@ def keyring() -> Keyring:
     return current_app.extensions["keyring"]
 
 
-def announce_key_change() -> None:
-    """Stage a bump of the keys' version, so that every worker drops its cached keys."""
-    keyring().stage_change(db.session)
+def announce_key_change(*changed: ApiKey) -> None:
+    """Stage the news that these keys changed, for every worker's cache."""
+    keyring().stage_change(db.session, [key.digest for key in changed])
 
 
 def lock_user(user_id: int) -> None:
@@ -118,7 +118,7 @@ def rotate_key(
     grace_end = now + timedelta(hours=grace_hours)
     if old.expires_at is None or grace_end < old.expires_at:
         old.expires_at = grace_end
-        announce_key_change()
+        announce_key_change(old)
     new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days))
     audit.record(audit.KEY_ROTATED, actor=actor, target=old.display_prefix,
                  detail=f"replaced by {new.display_prefix}; expires {old.expires_at.isoformat()}")
@@ -160,7 +160,7 @@ def revoke(key: ApiKey, actor: str) -> bool:
     ).rowcount
     db.session.refresh(key)
     if changed:
-        announce_key_change()
+        announce_key_change(key)
         audit.record(audit.REVOKE, actor=actor, target=key.display_prefix, detail=whose(key))
     return bool(changed)
 
@@ -180,8 +180,8 @@ def prune(cutoff: datetime, actor: str, dry_run: bool = False) -> list[ApiKey]:
         return doomed
     for key in doomed:
         audit.record(audit.KEY_DELETED, actor=actor, target=key.display_prefix, detail=whose(key))
+    announce_key_change(*doomed)
     db.session.execute(delete(ApiKey).where(ended_long_ago))
-    announce_key_change()
     return doomed
 
 

@@ -2,21 +2,22 @@
 
 A worker's Keyring owns everything a check touches: the cache of keys seen lately, the held
 connection that reads a key not in it, the signal that tells the workers of a server that a
-key changed, the notes of last use, and the throttle on failed checks per address. The gate hands it the header; it answers a KnownKey
+key changed, the changes feed that says which, the notes of last use, and the throttle on failed checks per address. The gate hands it the header; it answers a KnownKey
 or raises one of the refusals below, which the error handlers turn into statuses.
 """
 
 import hmac
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from .. import clock, keys
-from ..metrics import count_key_check
-from ..models import ApiKey, KeyChanges, KeyStatus, User
+from ..metrics import count_key_cache, count_key_check
+from ..models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyStatus, User
 from ..rate_limits import RateLimited, RateLimits
-from .cache import KeyCache, KnownKey
+from .cache import Changes, KeyCache, KnownKey
 from .reader import KeyReader
 from .signal import send_after_commit
 from .usage import UsageRecorder
@@ -60,7 +61,18 @@ LOOK_UP = (
     .where(ApiKey.digest == bindparam("digest"))
 )
 KEY_VERSION = select(KeyChanges.version).where(KeyChanges.id == 1)
-BUMP_KEY_VERSION = update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)
+BUMP_KEY_VERSION = (
+    update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)
+    .returning(KeyChanges.version)
+)
+CHANGED_SINCE = select(KeyChange.version, KeyChange.digest).where(
+    KeyChange.version > bindparam("since"), KeyChange.version <= bindparam("until")
+)
+# How many versions of the feed are kept: a worker further behind than this (one that served
+# nothing while they happened) forgets its whole cache instead.
+FEED_VERSIONS = 1000
+# A change of more keys than this (a large prune) is fed as one change of every key.
+FEED_DIGESTS_PER_CHANGE = 100
 
 
 FAILED_AUTH = "RATELIMIT_FAILED_AUTH"
@@ -97,6 +109,8 @@ class Keyring:
                 self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
                 count_key_check(refusal.outcome)
                 raise
+        else:
+            count_key_cache("hit")
         self.usage.note(known, now)
         count_key_check("valid")
         return known
@@ -109,7 +123,7 @@ class Keyring:
         """
         if digest is None or digest not in self.cache.entries:
             return None
-        self.cache.sync(self.read_version)
+        self.cache.sync(self.read_changes)
         return self.cache.get(digest)
 
     def throttle(self, address: str) -> None:
@@ -128,9 +142,12 @@ class Keyring:
             raise MissingKey()
         if cached is None and not keys.is_well_formed(presented):
             raise InvalidKey()
+        if cached is not None:
+            count_key_cache("hit")
         known = cached
         if known is None:
-            self.cache.sync(self.read_version)  # so that what is read now is not dropped as stale
+            self.cache.sync(self.read_changes)  # so that what is read now is not evicted as stale
+            count_key_cache("miss")
             known = self.look_up(wanted)
             if known is None or not hmac.compare_digest(known.digest, wanted):
                 raise InvalidKey()
@@ -156,14 +173,44 @@ class Keyring:
         row = self.reader.first(KEY_VERSION)
         return 0 if row is None else row.version
 
-    def stage_change(self, session: Session) -> None:
-        """Stage a bump of the keys' version, so that every worker drops its cached keys."""
-        if session.execute(BUMP_KEY_VERSION).rowcount == 0:
+    def read_changes(self, since: int | None) -> Changes:
+        """The keys' version now, and the digests changed since a version.
+
+        Only the version is read while it stands still. The digests are None (every key)
+        for a worker that has seen no version yet, one further behind than the feed keeps,
+        one whose versions no longer match the database's, and after a change of many keys.
+        """
+        version = self.read_version()
+        if version == since:
+            return Changes(version, ())
+        if since is None or not since < version <= since + FEED_VERSIONS:
+            return Changes(version, None)
+        rows = self.reader.all(CHANGED_SINCE, {"since": since, "until": version})
+        digests = {row.digest for row in rows}
+        if len({row.version for row in rows}) != version - since or ALL_KEYS in digests:
+            return Changes(version, None)
+        return Changes(version, digests)
+
+    def stage_change(self, session: Session, digests: Collection[str]) -> None:
+        """Stage a change of some keys, so that every worker evicts them from its cache.
+
+        The version moves and the feed records the digests in the caller's transaction; the
+        oldest versions of the feed go in the same breath.
+        """
+        if not digests:
+            return
+        changed = sorted(set(digests)) if len(digests) <= FEED_DIGESTS_PER_CHANGE else [ALL_KEYS]
+        version = session.execute(BUMP_KEY_VERSION).scalar()
+        if version is None:  # a database made without migrations, whose row is not there yet
             session.add(KeyChanges(id=1, version=1))
-        self.cache.clear()
+            version = 1
+        session.execute(insert(KeyChange), [{"version": version, "digest": digest} for digest in changed])
+        session.execute(delete(KeyChange).where(KeyChange.version <= version - FEED_VERSIONS))
+        self.cache.changed(None if changed == [ALL_KEYS] else changed)
         send_after_commit(session, self.cache.signal)
 
     def close(self) -> None:
-        """Give back the held connection."""
+        """Write the last notes of use and give back the held connection, as the worker exits."""
+        self.usage.stop()
         self.reader.close()
 

@@ -1,16 +1,18 @@
-"""A per-worker cache of authenticated keys, emptied whenever any key changes.
+"""A per-worker cache of authenticated keys, from which a change evicts just the keys it touched.
 
-Every change that can make a key unusable (revocation, rotation, pruning) bumps one version
-number in the database in the same transaction. Each worker reads that number at most every
-KEY_CACHE_POLL_SECONDS, and at once when its server's key signal moved, and drops its whole
-cache when the number moved: a key revoked through a worker is refused by every worker of the
-server on the next request, and by every other process within the poll. Expiry needs no
-signal: it is checked on every request.
+Every change that can make a key unusable (revocation, rotation, pruning) moves one version
+number in the database in the same transaction, and writes the digests it touched to the
+changes feed under that version. Each worker asks for the version at most every
+KEY_CACHE_POLL_SECONDS, and at once when its server's key signal moved; when it moved, the
+worker reads the feed from the version it last saw and evicts those keys. A key revoked
+through a worker is refused by every worker of the server on the next request, and by every
+other process within the poll, while every other cached key stays. Expiry needs no signal:
+it is checked on every request.
 """
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -46,6 +48,8 @@ class KnownKey:
     # What GET /auth/check-key answers for this key, rendered once by that view: a key's holder
     # and creation time never change, and the entry goes with the key when it leaves the cache.
     answer: bytes | None = None
+    # What GET /auth/verify answers for it in headers, kept the same way.
+    forwarded: list[tuple[str, str]] | None = None
 
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
@@ -55,6 +59,13 @@ class KnownKey:
     def holder(self) -> Holder:
         """The key's user."""
         return Holder(self.user_id, self.user_name, self.user_email, self.org_name)
+
+
+class Changes(NamedTuple):
+    """The keys' version now, and the digests changed since a version: None when unknown (all)."""
+
+    version: int
+    digests: Collection[str] | None
 
 
 class KeyCache:
@@ -69,19 +80,26 @@ class KeyCache:
         self.polled_at = float("-inf")
         self.heard: int | None = None
 
-    def sync(self, read_version: Callable[[], int]) -> None:
-        """Drop everything if the keys' version moved; ask every poll_seconds, or when signalled."""
+    def sync(self, read_changes: Callable[[int | None], Changes]) -> None:
+        """Evict the keys changed since the version last seen; ask every poll_seconds, or when signalled."""
         # Read before the version: a change is committed before its signal is sent.
         heard = None if self.signal is None else self.signal.read()
         now = time.monotonic()
         if heard == self.heard and now - self.polled_at < self.poll_seconds:
             return
-        version = read_version()
+        changes = read_changes(self.version)
         self.heard = heard
         self.polled_at = now
-        if version != self.version:
+        self.evict(changes.digests)
+        self.version = changes.version
+
+    def evict(self, digests: Collection[str] | None) -> None:
+        """Forget the keys with these digests; None forgets every key."""
+        if digests is None:
             self.entries.clear()
-            self.version = version
+            return
+        for digest in digests:
+            self.entries.pop(digest, None)
 
     def get(self, digest: str) -> KnownKey | None:
         """The cached key for a digest, marked as recently used."""
@@ -99,7 +117,7 @@ class KeyCache:
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
 
-    def clear(self) -> None:
-        """Forget every key, and ask for the version on the next look-up."""
-        self.entries.clear()
+    def changed(self, digests: Collection[str] | None) -> None:
+        """Forget keys this worker is changing, and ask for the version on the next look-up."""
+        self.evict(digests)
         self.polled_at = float("-inf")

@@ -6,6 +6,7 @@ connection held open in autocommit mode costs the SELECT alone.
 """
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, Row
@@ -22,7 +23,12 @@ class KeyReader:
         self.lock = threading.Lock()
 
     def first(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Row[Any] | None:
-        """The first row a read returns.
+        """The first row a read returns, or None."""
+        rows = self.all(statement, parameters)
+        return rows[0] if rows else None
+
+    def all(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """Every row a read returns.
 
         A held connection that has died since its last read (the server restarted, or dropped
         it while idle) is replaced and the read tried once more on a fresh one; any other
@@ -36,12 +42,12 @@ class KeyReader:
                     raise
             return self.read(statement, parameters)
 
-    def read(self, statement: Executable, parameters: dict[str, Any] | None) -> Row[Any] | None:
+    def read(self, statement: Executable, parameters: dict[str, Any] | None) -> Sequence[Row[Any]]:
         """Run a read on the held connection, opening one first if none is held."""
         if self.connection is None:
             self.connection = self.open()
         try:
-            return self.connection.execute(statement, parameters).first()
+            return self.connection.execute(statement, parameters).all()
         except DBAPIError:
             self.let_go()
             raise

@@ -94,6 +94,7 @@ class UsageRecorder:
     def stop(self) -> None:
         """Stop the writer and write what is left, as the worker exits."""
         self.stopping.set()
+        atexit.unregister(self.stop)
         self.flush()
 
     def flush(self) -> None:
