@@ -18,6 +18,14 @@ from .gate import public
 bp = Blueprint("docs", __name__)
 SECURITY_SCHEME = "ApiKeyHeader"
 DOCUMENT = "the OpenAPI document itself, outside the envelope"
+FORWARDED = "204 and no body: the caller in X-Auth-* headers"
+FORWARDED_HEADERS = {
+    "X-Auth-User-Id": "The key's user id",
+    "X-Auth-User-Email": "The user's email; characters outside printable ASCII, and %, percent-encoded",
+    "X-Auth-Org": "The user's organisation, encoded the same way; empty for none",
+    "X-Auth-Key-Id": "The key's id",
+    "X-Auth-Key-Prefix": "The key's display prefix",
+}
 
 DESCRIPTIONS = {
     200: "Success",
@@ -37,6 +45,7 @@ DESCRIPTIONS = {
 OPERATIONS: dict[str, tuple[type[Schema] | None, Any, list[int]]] = {
     "auth.create_key": (schemas.CreateKeySchema, schemas.CreatedKeySchema, [400, 409, 413, 415, 429]),
     "auth.check_key": (None, schemas.CheckedKeySchema, [401, 429]),
+    "auth.verify": (None, FORWARDED, [401, 429]),
     "auth.list_keys": (None, [schemas.KeySchema], [400, 401, 429]),
     "auth.add_key": (schemas.NewKeySchema, schemas.IssuedKeySchema, [400, 401, 409, 413, 415, 429]),
     "auth.rotate_key": (schemas.RotateKeySchema, schemas.RotatedKeySchema, [400, 401, 409, 413, 415, 429]),
@@ -49,6 +58,12 @@ OPERATIONS: dict[str, tuple[type[Schema] | None, Any, list[int]]] = {
 OPTIONAL_BODIES = {"auth.add_key", "auth.rotate_key"}
 # Endpoints that read arguments from the query string.
 QUERIES = {"auth.list_keys": schemas.KeyPageSchema}
+FORWARDED_RESPONSE = {
+    "description": "A valid key; no body",
+    "headers": {
+        name: {"description": text, "schema": {"type": "string"}} for name, text in FORWARDED_HEADERS.items()
+    },
+}
 
 
 def envelope(data: dict[str, Any]) -> dict[str, Any]:
@@ -98,14 +113,19 @@ def openapi_path(rule: Rule) -> str:
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
 
 
+def success_response(data: Any) -> dict[str, Any]:
+    """The 200 answer of an endpoint whose data has this schema."""
+    success = {"type": "object"} if data == DOCUMENT else envelope(data_schema(data))
+    return {"description": DESCRIPTIONS[200], "content": {"application/json": {"schema": success}}}
+
+
 def operation(endpoint: str, rule: Rule, method: str) -> dict[str, Any]:
     """The OpenAPI operation for one endpoint and method."""
     body, data, errors = OPERATIONS[endpoint]
     view = current_app.view_functions[endpoint]
-    success = {"type": "object"} if data == DOCUMENT else envelope(data_schema(data))
-    responses: dict[str, Any] = {
-        "200": {"description": DESCRIPTIONS[200], "content": {"application/json": {"schema": success}}}
-    }
+    responses: dict[str, Any] = (
+        {"204": FORWARDED_RESPONSE} if data == FORWARDED else {"200": success_response(data)}
+    )
     for status in sorted({*errors, 500, 503} if endpoint != "health.live" else {500}):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     result: dict[str, Any] = {

@@ -82,6 +82,16 @@ def test_an_address_past_its_failed_checks_is_refused_all_but_the_keys_it_alread
     envelope_error(check(client, unproven), 429)
 
 
+def test_forward_authentication_is_throttled_with_the_failed_checks(limited) -> None:
+    client = limited(RATELIMIT_FAILED_AUTH="2 per minute").test_client()
+    unproven = create(client, "unproven@example.com").json["data"]["api_key"]
+    for _ in range(2):
+        envelope_error(check(client, "lvk_wrong", "/auth/verify"), 401)
+    refused = check(client, unproven, "/auth/verify")
+    envelope_error(refused, 429)
+    assert "Retry-After" in refused.headers
+
+
 def test_only_a_429_carries_retry_after_and_rate_limit_headers(limited) -> None:
     client = limited(RATELIMIT_FAILED_AUTH="1 per minute", RATELIMIT_CREATE_KEY="1 per hour").test_client()
     created = create(client, "a@example.com")

@@ -1,6 +1,7 @@
 """The key endpoints: the documented contract, and the key lifecycle beyond it."""
 
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, current_app, g, request, url_for
 from flask.typing import ResponseReturnValue
@@ -31,6 +32,8 @@ from . import services
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 KEY_CREATED = "API key created successfully, Store it securely"
+# What /auth/verify's headers carry unencoded: printable ASCII but the escape character.
+HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
 
 
 def holder(user: User | Holder) -> dict[str, Any]:
@@ -84,6 +87,34 @@ def check_key() -> ResponseReturnValue:
         data = {**holder(known.holder), "created_at": timestamp(known.created_at)}
         known.answer = success_body("API key is valid", data)
     return current_app.response_class(known.answer, mimetype=current_app.json.mimetype)
+
+
+@bp.get("/verify")
+def verify() -> ResponseReturnValue:
+    """The gate's answer for a reverse proxy's forward authentication: 204 and who is calling.
+
+    nginx auth_request, Traefik ForwardAuth and Envoy ext_authz call this with the client's
+    headers; a refused key is answered as check-key answers it, by the gate. The headers are
+    built once per cached key, like check-key's answer. HEAD is answered the same way.
+    """
+    known = g.api_key
+    if known.forwarded is None:
+        known.forwarded = [
+            ("X-Auth-User-Id", str(known.user_id)),
+            ("X-Auth-User-Email", header_value(known.user_email)),
+            ("X-Auth-Org", header_value(known.org_name or "")),
+            ("X-Auth-Key-Id", str(known.id)),
+            ("X-Auth-Key-Prefix", known.display_prefix),
+        ]
+    return current_app.response_class(None, 204, known.forwarded)
+
+
+def header_value(text: str) -> str:
+    """Text as a header value: printable ASCII as is, anything else (and %) percent-encoded UTF-8.
+
+    A header carries Latin-1 at best, and a newline in an organisation's name must not end it.
+    """
+    return quote(text, safe=HEADER_SAFE)
 
 
 @bp.get("/keys")
