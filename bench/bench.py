@@ -185,8 +185,8 @@ def serve(url: str, workdir: Path, command: list[str] | None = None, **settings:
             try:
                 if requests.get(f"{server.url}/health", timeout=1).ok and len(server.worker_pids()) == WORKERS:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or a worker still booting
             if time.monotonic() > deadline or process.poll() is not None:
                 log.flush()
                 tail = Path(log.name).read_text(errors="replace")[-3000:]
