@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,9 +54,12 @@ SCRIPTS = {
 # check_one sends one key over and over: always cached, it is the floor of any authenticated
 # request (the x-api-key header, the gate, a larger answer), whatever the cache's hit rate.
 # check_one_redis does the same against a server whose limits count in Redis.
-ENDPOINTS = ["floor", "health", "check_one", "check_one_redis", "check_hot", "check_cold",
-             "check_unknown", "check_malformed", "create_key"]
-KEY_FILES = {"check_one_redis": "check_one"}
+# check_hot_churn is check_hot while a second client revokes REVOCATIONS_PER_SECOND other keys:
+# each revocation must evict only its own key from the workers' caches.
+ENDPOINTS = ["floor", "health", "check_one", "check_one_redis", "check_hot", "check_hot_churn",
+             "check_cold", "check_unknown", "check_malformed", "create_key"]
+KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot"}
+REVOCATIONS_PER_SECOND = 10
 # The production defaults, as make run serves them. Only the two limits that one load generator
 # on one address would trip at once are raised, never switched off.
 PRODUCTION = {
@@ -111,9 +115,15 @@ def seed(url: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def spare_keys(count: int) -> range:
+    """The seeded keys no workload sends, the last ones: the churn workload revokes them."""
+    return range(count - min(2_000, count // 10), count)
+
+
 def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
     """The keys each check workload sends, one per line, drawn once before the runs."""
     generator = np.random.default_rng(7)
+    count = spare_keys(count).start
     ranks = np.arange(1, count + 1)
     weights = 1.0 / ranks**ZIPF_S
     hot = generator.choice(count, size=SAMPLE, p=weights / weights.sum())
@@ -218,18 +228,74 @@ def postgres_pids() -> list[int]:
     return [int(pid) for pid in out.stdout.split()]
 
 
-def wrk(server: Server, endpoint: str, seconds: int, key_files: dict[str, Path]) -> dict[str, Any]:
-    """One wrk run at one endpoint; its figures as wrk's done() hook reports them."""
+class Revoker:
+    """A second client that revokes spare keys, each with itself, at a steady rate while it runs."""
+
+    def __init__(self, server: Server, spare: Iterator[int]) -> None:
+        self.server = server
+        self.spare = spare
+        self.revoked = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self) -> "Revoker":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def run(self) -> None:
+        """Revoke one key every 1/REVOCATIONS_PER_SECOND seconds until stopped or out of keys."""
+        with requests.Session() as session:
+            next_at = time.monotonic()
+            for index in self.spare:
+                if self.stopping.wait(max(0.0, next_at - time.monotonic())):
+                    return
+                next_at += 1 / REVOCATIONS_PER_SECOND
+                answer = session.delete(f"{self.server.url}/auth/keys/{index + 1}",  # seeded ids start at 1
+                                        headers={"x-api-key": bench_secret(index)}, timeout=10)
+                answer.raise_for_status()
+                self.revoked += 1
+
+
+def cache_results(server: Server) -> dict[str, float]:
+    """livekit_auth_key_cache_total by result, added up over the server's workers."""
+    text = requests.get(f"{server.url}/metrics", timeout=10,
+                        headers={"Authorization": f"Bearer {PRODUCTION['METRICS_TOKEN']}"}).text
+    counts = {"hit": 0.0, "miss": 0.0}
+    for result in counts:
+        prefix = f'livekit_auth_key_cache_total{{result="{result}"}} '
+        counts[result] = sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+    return counts
+
+
+def wrk(server: Server, endpoint: str, seconds: int, key_files: dict[str, Path],
+        spare: Iterator[int] = iter(())) -> dict[str, Any]:
+    """One wrk run at one endpoint; its figures as wrk's done() hook reports them.
+
+    A check workload also reports the key cache's hit rate; the churn workload runs beside a
+    Revoker of the spare keys.
+    """
     script, path = SCRIPTS.get(endpoint, ("keys.lua", "/auth/check-key"))
     env = {**os.environ, "KEYS_FILE": str(key_files.get(KEY_FILES.get(endpoint, endpoint), ""))}
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(LUA / script), server.url + path]
     workers = server.worker_pids()
+    checks = endpoint.startswith("check")
+    cache_before = cache_results(server) if checks else {}
     workers_before, pg_before = cpu_seconds(workers), cpu_seconds(postgres_pids())
     started = time.perf_counter()
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    with Revoker(server, spare if endpoint == "check_hot_churn" else iter(())) as revoker:
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     elapsed = time.perf_counter() - started
     pg_cpu = (cpu_seconds(postgres_pids()) - pg_before) / elapsed
     report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    report["revoked_per_second"] = round(revoker.revoked / elapsed, 1)
+    if checks:
+        cache_after = cache_results(server)
+        hits, misses = (cache_after[result] - cache_before[result] for result in ("hit", "miss"))
+        report["hit_rate"] = round(hits / max(hits + misses, 1), 4)
     report["postgres_cpu_cores"] = round(pg_cpu, 2)
     # CPU per request is steadier than requests per second on a shared machine.
     report["worker_cpu_us"] = round((cpu_seconds(workers) - workers_before) / max(report["requests"], 1) * 1e6, 1)
@@ -260,6 +326,8 @@ class Backend:
                 "socket_errors": sum(r["socket_errors"] for r in runs),
                 "postgres_cpu_cores": max(r["postgres_cpu_cores"] for r in runs),
                 "worker_cpu_us": float(np.median([r["worker_cpu_us"] for r in runs])),
+                "hit_rate": float(np.median([r["hit_rate"] for r in runs])) if "hit_rate" in runs[0] else None,
+                "revoked_per_second": float(np.median([r["revoked_per_second"] for r in runs])),
             }
         floor = result["floor"]["rps"]
         for figures in result.values():
@@ -301,14 +369,15 @@ def run_backend(
     with serve(url, workdir) as server, serve(url, workdir, floor_command) as floor, \
             serve(url, workdir, **redis_limits) as redis_server:
         servers = {"floor": floor, "check_one_redis": redis_server}
+        spare = iter(spare_keys(count))  # shared by every churn run: a key is revoked once
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
         result.rss["after_warmup_mb"] = server.worker_rss_mb()
         checks = 0
         for round_number in range(rounds):
             for endpoint in ENDPOINTS:
                 target = servers.get(endpoint, server)
-                wrk(target, endpoint, WARM_UP_SECONDS, key_files)  # steady state, not the last run's
-                report = wrk(target, endpoint, seconds, key_files)
+                wrk(target, endpoint, WARM_UP_SECONDS, key_files, spare)  # steady state, not the last run's
+                report = wrk(target, endpoint, seconds, key_files, spare)
                 result.runs.setdefault(endpoint, []).append(report)
                 if endpoint.startswith("check"):
                     checks += report["requests"]
@@ -346,13 +415,20 @@ def cold_without_cache(url: str, workdir: Path, seconds: int, rounds: int,
 def print_table(results: list[Backend]) -> None:
     """The figures as a Markdown table, then the other targets."""
     print("\n| backend | workload | req/s | ratio to the bare route | p50 ms | p99 ms | non-2xx "
-          "| worker CPU µs/request | PG CPU (cores) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| worker CPU µs/request | PG CPU (cores) | key cache hit rate |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for backend in results:
         for endpoint, f in backend.summary().items():
+            hit_rate = "" if f["hit_rate"] is None else f"{f['hit_rate']:.3f}"
             print(f"| {backend.name} | {endpoint} | {f['rps']:.0f} | {f['ratio']:.2f} | {f['p50_ms']:.2f} "
                   f"| {f['p99_ms']:.2f} | {f['non_2xx']} | {f['worker_cpu_us']:.0f} "
-                  f"| {f['postgres_cpu_cores']:.2f} |")
+                  f"| {f['postgres_cpu_cores']:.2f} | {hit_rate} |")
+    for backend in results:
+        summary = backend.summary()
+        quiet, churn = summary["check_hot"], summary["check_hot_churn"]
+        print(f"\n{backend.name}: hot checks while {churn['revoked_per_second']:.1f} keys a second are revoked: "
+              f"{churn['rps'] / quiet['rps']:.2f} of the quiet run's throughput, hit rate "
+              f"{churn['hit_rate']:.3f} against {quiet['hit_rate']:.3f}")
     for backend in results:
         costs = backend.in_process
         print(f"\n{backend.name}: in process, one /health costs {costs['health_us']:.1f} µs and one bare "
