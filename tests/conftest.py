@@ -1,6 +1,5 @@
 """Fixtures: an app on each database backend, a client, and helpers that speak the API."""
 
-import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +17,9 @@ from livekit_auth.admin.accounts import hash_password
 from livekit_auth.extensions import db
 from livekit_auth.models import Admin
 
-from .support import empty_tables, local_services, release, require_service
+from .support import (
+    ADMIN_EMAIL, ADMIN_PASSWORD, AdminActions, empty_tables, local_services, release, require_service,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNDO_LOCAL_SERVICES = pytest.StashKey[Callable[[], None]]()
@@ -166,35 +167,6 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 def runner(app: Flask) -> FlaskCliRunner:
     """A runner for the app's flask commands."""
     return app.test_cli_runner()
-
-
-ADMIN_EMAIL = "ops@example.com"
-ADMIN_PASSWORD = "correct horse battery"
-
-
-class AdminActions:
-    """A browser's worth of admin actions through the test client."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-
-    def csrf_token(self, path: str = "/admin/login") -> str:
-        """The CSRF token from a page's form."""
-        html = self.client.get(path).get_data(as_text=True)
-        match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-        assert match, html
-        return match.group(1)
-
-    def login(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> Any:
-        """Submit the login form with a valid CSRF token."""
-        token = self.csrf_token()
-        return self.client.post(
-            "/admin/login", data={"email": email, "password": password, "csrf_token": token}
-        )
-
-    def post(self, path: str, form_page: str, **data: str) -> Any:
-        """Submit a form found on form_page to path, with its CSRF token."""
-        return self.client.post(path, data={"csrf_token": self.csrf_token(form_page), **data})
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Helpers shared by the tests: envelope checks, required services, a real gunicorn."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,10 +18,12 @@ import redis
 import requests
 import sqlalchemy as sa
 from flask import Flask
+from flask.testing import FlaskClient
 
 from livekit_auth import create_app
 from livekit_auth.config import database_url
 from livekit_auth.extensions import db
+from livekit_auth.models import AuditEvent
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # .ci/run sets this so that a missing service fails the run instead of skipping tests.
@@ -193,3 +196,54 @@ def local_services() -> Callable[[], None]:
             cleanup()
 
     return undo
+
+
+def events(app, action: str | None = None) -> list[AuditEvent]:
+    """The audit rows, oldest first, of one action or all."""
+    with app.app_context():
+        query = sa.select(AuditEvent).order_by(AuditEvent.id)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        rows = list(db.session.scalars(query))
+        db.session.expunge_all()
+        return rows
+
+
+def prefix_of(key: str) -> str:
+    """A key's display prefix, as the audit log names it."""
+    return key[:12]
+
+
+def rows_on(client, query: str) -> int:
+    """How many key rows the list page shows for a query string."""
+    html = client.get(f"/admin/?{query}").get_data(as_text=True)
+    return html.count('<a class="mono" href="/admin/keys/')
+
+
+ADMIN_EMAIL = "ops@example.com"
+ADMIN_PASSWORD = "correct horse battery"
+
+
+class AdminActions:
+    """A browser's worth of admin actions through the test client."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def csrf_token(self, path: str = "/admin/login") -> str:
+        """The CSRF token from a page's form."""
+        html = self.client.get(path).get_data(as_text=True)
+        match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+        assert match, html
+        return match.group(1)
+
+    def login(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> Any:
+        """Submit the login form with a valid CSRF token."""
+        token = self.csrf_token()
+        return self.client.post(
+            "/admin/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    def post(self, path: str, form_page: str, **data: str) -> Any:
+        """Submit a form found on form_page to path, with its CSRF token."""
+        return self.client.post(path, data={"csrf_token": self.csrf_token(form_page), **data})

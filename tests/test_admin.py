@@ -8,8 +8,7 @@ from livekit_auth.admin import queries
 from livekit_auth.extensions import db
 from livekit_auth.models import ApiKey, AuditEvent
 
-from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, AdminActions
-from .support import envelope_error
+from .support import ADMIN_EMAIL, ADMIN_PASSWORD, AdminActions, envelope_error, rows_on
 
 
 def audit_actions(app) -> list[tuple[str, str]]:
@@ -198,12 +197,6 @@ def test_the_list_shows_prefixes_never_keys(client, admin, api) -> None:
     html = client.get("/admin/").get_data(as_text=True)
     assert keys.display_prefix(secret) in html
     assert secret not in html
-
-
-def rows_on(client, query: str) -> int:
-    """How many key rows the list page shows for a query string."""
-    html = client.get(f"/admin/?{query}").get_data(as_text=True)
-    return html.count('<a class="mono" href="/admin/keys/')
 
 
 def test_the_list_has_pages_of_fifty(client, admin, api) -> None:

@@ -2,30 +2,13 @@
 
 import threading
 
-from sqlalchemy import select
 
 from livekit_auth import create_app
 from livekit_auth.auth import services
 from livekit_auth.extensions import db
-from livekit_auth.models import ApiKey, AuditEvent
+from livekit_auth.models import ApiKey
 
-from .support import release
-
-
-def events(app, action: str | None = None) -> list[AuditEvent]:
-    """The audit rows, oldest first, of one action or all."""
-    with app.app_context():
-        query = select(AuditEvent).order_by(AuditEvent.id)
-        if action is not None:
-            query = query.where(AuditEvent.action == action)
-        rows = list(db.session.scalars(query))
-        db.session.expunge_all()
-        return rows
-
-
-def prefix_of(key: str) -> str:
-    """A key's display prefix, as the audit log names it."""
-    return key[:12]
+from .support import events, prefix_of, release
 
 
 def test_every_key_change_through_the_api_is_audited_with_who_and_where(app, api) -> None:

@@ -14,7 +14,7 @@ from livekit_auth import create_app, keys, rate_limits
 from livekit_auth.extensions import db
 from livekit_auth.models import User
 
-from .support import envelope_error, live_server, release, require_service
+from .support import AdminActions, envelope_error, live_server, release, require_service
 
 
 @pytest.fixture
@@ -228,8 +228,6 @@ def test_without_trusted_proxies_a_forwarded_header_is_ignored(limited) -> None:
 
 
 def test_admin_login_failures_are_limited_per_address(limited, admin_account) -> None:
-    from .conftest import AdminActions
-
     app = limited(RATELIMIT_ADMIN_LOGIN="2 per 15 minutes")
     actions = AdminActions(app.test_client())
     assert actions.login(email="x@example.com", password="wrong password!").status_code == 401
