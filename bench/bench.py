@@ -11,6 +11,7 @@ bench/results/ as JSON and a PNG chart.
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -312,6 +313,7 @@ class Backend:
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rss: dict[str, Any] = field(default_factory=dict)
     uncached: dict[int, float] = field(default_factory=dict)
+    reach: list[float] = field(default_factory=list)
     in_process: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float]]:
@@ -366,10 +368,10 @@ def run_backend(
                     "RATELIMIT_KEY_PREFIX": f"livekit-bench-{os.getpid()}"}
     floor_command = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py",
                      "bench.floor_app:app"]
+    spare = iter(spare_keys(count))  # shared by every run that revokes: a key is revoked once
     with serve(url, workdir) as server, serve(url, workdir, floor_command) as floor, \
             serve(url, workdir, **redis_limits) as redis_server:
         servers = {"floor": floor, "check_one_redis": redis_server}
-        spare = iter(spare_keys(count))  # shared by every churn run: a key is revoked once
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
         result.rss["after_warmup_mb"] = server.worker_rss_mb()
         checks = 0
@@ -386,6 +388,7 @@ def run_backend(
             checks += wrk(server, "check_cold", seconds, key_files)["requests"]
         result.rss["after_checks"] = checks
         result.rss["after_checks_mb"] = server.worker_rss_mb()
+    result.reach = revocation_reach(url, workdir, spare)
     result.in_process = in_process_costs(url, workdir, min(count, 20_000))
     result.uncached = {count: cold_without_cache(url, workdir, seconds, rounds, key_files)}
     small_url = fresh_database(backend, workdir, "livekit_auth_bench_small")
@@ -393,6 +396,32 @@ def run_backend(
     small_files = write_key_files(workdir, 1_000)
     result.uncached[1_000] = cold_without_cache(small_url, workdir, seconds, rounds, small_files)
     return result
+
+
+def revocation_reach(url: str, workdir: Path, spare: Iterator[int], samples: int = 20) -> list[float]:
+    """Seconds from a revocation answered by one server until every worker of another refuses the key.
+
+    Each key is first checked on the second server until both its workers hold it, then
+    revoked through the first; the second is asked again and again until it has refused the
+    key twenty times in a row, and the reach is when its last acceptance came back.
+    """
+    reaches = []
+    with serve(url, workdir) as first, serve(url, workdir) as second, requests.Session() as session:
+        for index in itertools.islice(spare, samples):
+            headers = {"x-api-key": bench_secret(index)}
+            for _ in range(8):
+                session.get(f"{second.url}/auth/check-key", headers=headers, timeout=10).raise_for_status()
+            session.delete(f"{first.url}/auth/keys/{index + 1}", headers=headers, timeout=10).raise_for_status()
+            revoked_at = last_accepted = time.perf_counter()
+            refusals = 0
+            while refusals < 20:
+                status = session.get(f"{second.url}/auth/check-key", headers=headers, timeout=10).status_code
+                if status == 200:
+                    refusals, last_accepted = 0, time.perf_counter()
+                else:
+                    refusals += 1
+            reaches.append(last_accepted - revoked_at)
+    return reaches
 
 
 def in_process_costs(url: str, workdir: Path, requests: int) -> dict[str, float]:
@@ -429,6 +458,9 @@ def print_table(results: list[Backend]) -> None:
         print(f"\n{backend.name}: hot checks while {churn['revoked_per_second']:.1f} keys a second are revoked: "
               f"{churn['rps'] / quiet['rps']:.2f} of the quiet run's throughput, hit rate "
               f"{churn['hit_rate']:.3f} against {quiet['hit_rate']:.3f}")
+        print(f"\n{backend.name}: a revocation through one server reached every worker of another in "
+              f"{np.median(backend.reach) * 1000:.0f} ms (median), {max(backend.reach) * 1000:.0f} ms at most, "
+              f"over {len(backend.reach)} keys")
     for backend in results:
         costs = backend.in_process
         print(f"\n{backend.name}: in process, one /health costs {costs['health_us']:.1f} µs and one bare "
@@ -451,7 +483,7 @@ def save(results: list[Backend], stamp: str, directory: Path) -> tuple[Path, Pat
     directory.mkdir(parents=True, exist_ok=True)
     data = [{"backend": b.name, "keys": b.keys, "seed_seconds": b.seed_seconds, "summary": b.summary(),
              "runs": b.runs, "rss": b.rss, "cold_uncached_rps_by_keys": b.uncached,
-             "in_process_us": b.in_process} for b in results]
+             "in_process_us": b.in_process, "revocation_reach_seconds": b.reach} for b in results]
     json_path = directory / f"bench-{stamp}.json"
     json_path.write_text(json.dumps({"machine": machine(), "results": data}, indent=2))
     figure, axis = plt.subplots(figsize=(10, 4.5))

@@ -10,6 +10,7 @@ LOGIN = "login"
 LOGIN_FAILED = "login_failed"
 LOGOUT = "logout"
 REVOKE = "revoke"
+REVOKE_LEAKED = "revoke_leaked"
 KEY_CREATED = "key_created"
 KEY_ROTATED = "key_rotated"
 KEY_DELETED = "key_deleted"
@@ -18,6 +19,7 @@ ADMIN_DELETED = "admin_deleted"
 # Who acted, besides an admin's email: the flask command line, or a key holder through the API.
 CLI = "cli"
 API = "api"
+LEAK_REPORT = "leak report"  # whoever sent a leaked key to POST /auth/keys/leaked; the address says who
 COMMAND_LINE = "command line"  # the address of what the command line does
 
 

@@ -101,10 +101,20 @@ def list_keys(email: str | None, status: str | None) -> None:
 
 
 @keys_cli.command("revoke")
-@click.argument("prefix_or_id")
-def revoke_key(prefix_or_id: str) -> None:
-    """Revoke one key, named by its id or its display prefix."""
-    if prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
+@click.argument("prefix_or_id", required=False)
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read a whole key from standard input instead, so it is in no shell history.")
+def revoke_key(prefix_or_id: str | None, from_stdin: bool) -> None:
+    """Revoke one key, named by its id, its display prefix, or (--stdin) the whole key."""
+    if from_stdin == (prefix_or_id is not None):
+        raise click.UsageError("Name the key by its id or prefix, or send the whole key with --stdin")
+    if from_stdin:
+        found = services.key_by_secret(sys.stdin.readline().strip())
+        if found is None:
+            raise click.ClickException("What standard input holds is not a known key")
+        matches = [found]
+        prefix_or_id = found.display_prefix
+    elif prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
         matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
     else:
         matches = list(db.session.scalars(select(ApiKey).where(ApiKey.display_prefix == prefix_or_id)))

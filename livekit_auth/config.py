@@ -151,6 +151,7 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "RATELIMIT_FAILED_AUTH": environ.get("RATELIMIT_FAILED_AUTH", "60 per minute"),
         "RATELIMIT_ADMIN_LOGIN": environ.get("RATELIMIT_ADMIN_LOGIN", "5 per 15 minutes"),
         "RATELIMIT_KEY_ISSUE": environ.get("RATELIMIT_KEY_ISSUE", "30 per hour"),
+        "RATELIMIT_LEAK_REPORT": environ.get("RATELIMIT_LEAK_REPORT", "30 per minute"),
         "RATELIMIT_KEY_PREFIX": environ.get("RATELIMIT_KEY_PREFIX", "livekit_auth"),
         "TRUSTED_PROXY_COUNT": whole_number(environ, "TRUSTED_PROXY_COUNT", 0),
         "METRICS_TOKEN": environ.get("METRICS_TOKEN") or None,

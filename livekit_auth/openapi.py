@@ -50,6 +50,7 @@ OPERATIONS: dict[str, tuple[type[Schema] | None, Any, list[int]]] = {
     "auth.add_key": (schemas.NewKeySchema, schemas.IssuedKeySchema, [400, 401, 409, 413, 415, 429]),
     "auth.rotate_key": (schemas.RotateKeySchema, schemas.RotatedKeySchema, [400, 401, 409, 413, 415, 429]),
     "auth.revoke_key": (None, schemas.KeySchema, [401, 404, 429]),
+    "auth.report_leaked_keys": (schemas.LeakReportSchema, schemas.LeakReportResultSchema, [400, 413, 415, 429]),
     "health.live": (None, None, []),
     "health.ready": (None, None, []),
     "docs.openapi_document": (None, DOCUMENT, []),

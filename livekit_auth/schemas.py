@@ -16,6 +16,8 @@ from .models import KeyStatus
 
 INVALID_EMAIL = "Invalid email address"
 EMAIL_MAX_LENGTH = 254
+MAX_LEAKED_KEYS = 100
+LEAKED_STRING_MAX_LENGTH = 200  # far past a key's 53 characters: anything longer is not one
 # Control characters, and lone surrogates that no database can store as text.
 FORBIDDEN_CATEGORIES = {"Cc", "Cs"}
 
@@ -172,6 +174,39 @@ class RotateKeySchema(RequestSchema):
 
     grace_hours = WholeNumber(minimum=0, maximum=168, load_default=24)
     expires_in_days = WholeNumber(**EXPIRES_IN_DAYS)
+
+
+class LeakedStrings(NamedErrors, fields.Field):
+    """A list of 1 to MAX_LEAKED_KEYS strings, each of at most LEAKED_STRING_MAX_LENGTH."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"type": "array", "items": {"type": "string", "maxLength": LEAKED_STRING_MAX_LENGTH},
+                    "minItems": 1, "maxItems": MAX_LEAKED_KEYS}
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if not (
+            isinstance(value, list)
+            and 1 <= len(value) <= MAX_LEAKED_KEYS
+            and all(isinstance(item, str) and len(item) <= LEAKED_STRING_MAX_LENGTH for item in value)
+        ):
+            raise ValidationError(
+                f"{self.name} must be a list of 1 to {MAX_LEAKED_KEYS} strings, "
+                f"each at most {LEAKED_STRING_MAX_LENGTH} characters"
+            )
+        return value
+
+
+class LeakReportSchema(RequestSchema):
+    """The body of POST /auth/keys/leaked: the strings a scanner found."""
+
+    keys = LeakedStrings(required=True)
+
+
+class LeakReportResultSchema(Schema):
+    """The data of a leak report's answer."""
+
+    revoked = fields.Integer(metadata={"description": "How many active keys the report revoked"})
 
 
 class KeyPageSchema(Schema):

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, g, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit
+from .. import audit, clock
 from ..envelope import success_body, success_response
 from ..errors import ApiError
 from ..extensions import db
@@ -21,6 +21,8 @@ from ..schemas import (
     IssuedKeySchema,
     KeyPageSchema,
     KeySchema,
+    LeakReportResultSchema,
+    LeakReportSchema,
     NewKeySchema,
     RotatedKeySchema,
     RotateKeySchema,
@@ -157,6 +159,20 @@ def rotate_key() -> ResponseReturnValue:
     data = RotatedKeySchema().dump({**issued(key, secret), "previous_key_expires_at": old.expires_at})
     db.session.commit()
     return success_response("API key rotated, Store the new key securely", data)
+
+
+@bp.post("/keys/leaked")
+@public
+@limit_per_address("RATELIMIT_LEAK_REPORT")
+def report_leaked_keys() -> ResponseReturnValue:
+    """Revoke at once every active key in a list of leaked ones; open to anyone, like a scanner.
+
+    Holding a key already lets anyone revoke it, so this grants no new power, only speed.
+    """
+    fields = load_json_body(LeakReportSchema())
+    revoked = services.revoke_leaked(fields["keys"], clock.now())
+    db.session.commit()
+    return success_response("Leaked keys revoked", LeakReportResultSchema().dump({"revoked": revoked}))
 
 
 @bp.delete("/keys/<int:key_id>")

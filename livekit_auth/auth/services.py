@@ -145,7 +145,7 @@ def whose(key: ApiKey) -> str:
     return f"key {key.id} of {key.user.email}"
 
 
-def revoke(key: ApiKey, actor: str) -> bool:
+def revoke(key: ApiKey, actor: str, action: str = audit.REVOKE) -> bool:
     """Stage a key's revocation and its audit row; False if it was revoked already.
 
     The first revocation wins: the row is written only where it is not revoked yet, so of two
@@ -161,8 +161,30 @@ def revoke(key: ApiKey, actor: str) -> bool:
     db.session.refresh(key)
     if changed:
         announce_key_change(key)
-        audit.record(audit.REVOKE, actor=actor, target=key.display_prefix, detail=whose(key))
+        audit.record(action, actor=actor, target=key.display_prefix, detail=whose(key))
     return bool(changed)
+
+
+def key_by_secret(secret: str) -> ApiKey | None:
+    """The key a whole secret names, found by its digest; None for anything that is not a key."""
+    if not keys.is_well_formed(secret):
+        return None
+    return db.session.scalar(select(ApiKey).where(ApiKey.digest == keys.digest(secret)))
+
+
+def revoke_leaked(secrets: list[str], now: datetime) -> int:
+    """Revoke every active key among strings reported as leaked; return how many were revoked.
+
+    Strings that are not keys, or name no key, are passed over: scanners send false positives.
+    """
+    digests = {keys.digest(secret) for secret in secrets if keys.is_well_formed(secret)}
+    if not digests:
+        return 0
+    found = db.session.scalars(
+        select(ApiKey).where(ApiKey.digest.in_(digests), status_condition(KeyStatus.ACTIVE, now))
+        .order_by(ApiKey.id)
+    )
+    return sum(revoke(key, audit.LEAK_REPORT, audit.REVOKE_LEAKED) for key in found)
 
 
 def prune(cutoff: datetime, actor: str, dry_run: bool = False) -> list[ApiKey]:

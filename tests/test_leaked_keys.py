@@ -1,0 +1,109 @@
+"""A leaked key handled in seconds: POST /auth/keys/leaked, and a whole key in the admin and CLI."""
+
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from livekit_auth import keys
+
+from .support import PROJECT_ROOT, envelope_error, events, live_server, prefix_of, rows_on
+
+
+def report(api, *strings, **headers):
+    """POST a leak report of some strings, without a key."""
+    return api.client.post("/auth/keys/leaked", json={"keys": list(strings)}, headers=headers)
+
+
+def test_every_active_key_reported_is_revoked_and_the_rest_ignored(app, api) -> None:
+    leaked, other_leaked, kept = (api.new_key(user_email=f"{n}@example.com") for n in ("a", "b", "c"))
+    answer = report(api, leaked, other_leaked, leaked, "not a key", keys.generate().secret,
+                    leaked[:-1] + ("A" if leaked[-1] != "A" else "B"), "")
+    assert answer.status_code == 200
+    assert answer.json == {"success": True, "message": "Leaked keys revoked", "data": {"revoked": 2}}
+    for key in (leaked, other_leaked):
+        envelope_error(api.get("/auth/check-key", key), 401, "API key has been revoked")
+    assert api.get("/auth/check-key", kept).status_code == 200
+    rows = [(e.actor, e.target, e.address) for e in events(app, "revoke_leaked")]
+    assert rows == [("leak report", prefix_of(leaked), "127.0.0.1"),
+                    ("leak report", prefix_of(other_leaked), "127.0.0.1")]
+
+
+def test_a_key_reported_twice_is_revoked_once(app, api) -> None:
+    leaked = api.new_key()
+    assert report(api, leaked).json["data"] == {"revoked": 1}
+    assert report(api, leaked).json["data"] == {"revoked": 0}
+    assert len(events(app, "revoke_leaked")) == 1
+
+
+def test_an_expired_key_is_left_as_it_is(api, frozen_clock) -> None:
+    key = api.new_key()
+    short = api.call("POST", "/auth/keys", key, json={"expires_in_days": 1}).json["data"]["api_key"]
+    frozen_clock.advance(days=2)
+    assert report(api, short).json["data"] == {"revoked": 0}
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"keys": []}, {"keys": "lvk_x"}, {"keys": [1]}, {"keys": [None]}, {"keys": ["x"] * 101},
+    {"keys": ["x" * 201]}, {"keys": ["lvk_x"], "other": 1}, [],
+])
+def test_a_malformed_report_is_refused_with_400_and_revokes_nothing(api, body) -> None:
+    key = api.new_key()
+    envelope_error(api.client.post("/auth/keys/leaked", json=body), 400)
+    assert api.get("/auth/check-key", key).status_code == 200
+
+
+def test_reports_are_limited_per_address_over_http(database_uri, tmp_path) -> None:
+    if database_uri.startswith("sqlite"):
+        database_uri = f"sqlite:///{tmp_path / 'leaks.db'}"
+    with live_server(database_uri, tmp_path, workers=1, RATELIMIT_ENABLED="true",
+                     RATELIMIT_LEAK_REPORT="2 per minute") as server:
+        body = {"user_name": "L", "user_email": "leak-http@example.com"}
+        key = requests.post(f"{server.url}/auth/create-key", json=body, timeout=10).json()["data"]["api_key"]
+
+        def send():
+            return requests.post(f"{server.url}/auth/keys/leaked", json={"keys": [key]}, timeout=10)
+
+        assert send().json()["data"] == {"revoked": 1}
+        assert send().json()["data"] == {"revoked": 0}
+        refused = send()
+        envelope_error(refused, 429)
+        assert "Retry-After" in refused.headers
+    if not database_uri.startswith("sqlite"):
+        from .support import clear_database
+
+        clear_database(database_uri)
+
+
+def test_the_admin_search_finds_a_whole_key_by_its_digest(client, admin, api) -> None:
+    leaked = api.new_key(user_email="leaked@example.com")
+    api.new_key(user_email="other@example.com")
+    page = client.get(f"/admin/?q={leaked}")
+    assert rows_on(client, f"q={leaked}") == 1
+    assert "leaked@example.com" in page.get_data(as_text=True)
+    tampered = leaked[:-1] + ("A" if leaked[-1] != "A" else "B")
+    assert rows_on(client, f"q={tampered}") == 0
+
+
+def flask_command(database_uri: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a flask command of the app in a process of its own, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *arguments], input=stdin, capture_output=True,
+        text=True, cwd=PROJECT_ROOT, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_uri, "SECRET_KEY": "test"},
+    )
+
+
+def test_the_command_line_revokes_a_whole_key_read_from_standard_input(api, database_uri) -> None:
+    leaked = api.new_key()
+    done = flask_command(database_uri, "keys", "revoke", "--stdin", stdin=leaked + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Revoked key ") and leaked not in done.stdout + done.stderr
+    envelope_error(api.get("/auth/check-key", leaked), 401, "API key has been revoked")
+    again = flask_command(database_uri, "keys", "revoke", "--stdin", stdin=leaked + "\n")
+    assert again.returncode == 0 and "already revoked" in again.stdout
+    unknown = flask_command(database_uri, "keys", "revoke", "--stdin", stdin="lvk_nothing\n")
+    assert unknown.returncode == 1 and "not a known key" in unknown.stderr
+    both = flask_command(database_uri, "keys", "revoke", "--stdin", "12", stdin=leaked)
+    assert both.returncode == 2
