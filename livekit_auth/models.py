@@ -159,6 +159,20 @@ class KeyUseCount(db.Model):
     keys_used: Mapped[int] = mapped_column(Integer)
 
 
+class KeyRequestCount(db.Model):
+    """How many checks a key passed on a day: what its 30-day figures and chart show.
+
+    Each worker counts in memory and adds its counts in the batched writes that record last
+    use, so the figures are exact up to LAST_USED_FLUSH_SECONDS.
+    """
+
+    __tablename__ = "key_request_counts"
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+
+
 class Admin(db.Model):
     """An operator of the admin pages; not an API user."""
 

@@ -46,7 +46,7 @@ OPERATIONS: dict[str, tuple[type[Schema] | None, Any, list[int]]] = {
     "auth.create_key": (schemas.CreateKeySchema, schemas.CreatedKeySchema, [400, 409, 413, 415, 429]),
     "auth.check_key": (None, schemas.CheckedKeySchema, [401, 429]),
     "auth.verify": (None, FORWARDED, [401, 429]),
-    "auth.list_keys": (None, [schemas.KeySchema], [400, 401, 429]),
+    "auth.list_keys": (None, [schemas.ListedKeySchema], [400, 401, 429]),
     "auth.add_key": (schemas.NewKeySchema, schemas.IssuedKeySchema, [400, 401, 409, 413, 415, 429]),
     "auth.rotate_key": (schemas.RotateKeySchema, schemas.RotatedKeySchema, [400, 401, 409, 413, 415, 429]),
     "auth.revoke_key": (None, schemas.KeySchema, [401, 404, 429]),

@@ -238,6 +238,14 @@ class KeySchema(Schema):
     revoked_at = Timestamp(allow_none=True)
 
 
+class ListedKeySchema(KeySchema):
+    """A key as GET /auth/keys lists it: its fields, and how much it was used lately."""
+
+    requests_30d = fields.Integer(
+        metadata={"description": "Checks the key passed in the last 30 days (UTC), today included"}
+    )
+
+
 class IssuedKeySchema(CreatedKeySchema):
     """A key issued to a known user: create-key's shape plus the key's id, name and expiry."""
 

@@ -51,7 +51,7 @@ def test_the_keys_of_the_caller_are_listed_without_secrets(api) -> None:
     assert [k["id"] for k in keys_listed] == [second["id"], keys_listed[1]["id"]]
     assert set(keys_listed[0]) == {
         "id", "name", "display_prefix", "status", "created_at",
-        "expires_at", "last_used_at", "revoked_at",
+        "expires_at", "last_used_at", "revoked_at", "requests_30d",
     }
     assert keys_listed[0]["name"] == "ci"
     assert all(k["status"] == "active" for k in keys_listed)

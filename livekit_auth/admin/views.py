@@ -2,7 +2,6 @@
 
 from datetime import datetime
 from itertools import chain
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -27,6 +26,7 @@ from ..gate import public
 from ..models import ApiKey, KeyStatus, User
 from ..rate_limits import limit_per_address
 from . import accounts, queries
+from .charts import daily_chart
 from .forms import ConfirmForm, LoginForm
 from .paths import PREFIX
 
@@ -168,40 +168,22 @@ def keys() -> ResponseReturnValue:
     sort = request.args.get("sort", "created")
     page = queries.key_page(text, status, sort, page_number(), now)
     overview = queries.overview(now)
+    activity = daily_chart(overview.days, [
+        ("created", "keys created", overview.created_per_day),
+        ("used", "keys used", overview.used_per_day),
+    ])
     return render_template(
         "admin/keys.html",
         page=page,
+        requests=services.recent_requests([key.id for key, _ in page.rows], now.date()),
         q=text,
         status=status.value if status else "",
         sort=sort if sort in queries.SORTS else "created",
         overview=overview,
-        chart=chart(overview),
+        chart=activity,
         now=now,
         rotation_days=current_app.config["ROTATION_AGE_DAYS"],
     )
-
-
-def chart(overview: queries.Overview) -> dict[str, Any]:
-    """Polyline points for the 30-day chart of keys created and keys used."""
-    width, height, pad = 600, 160, 20
-    peak = max([1, *overview.created_per_day, *overview.used_per_day])
-    step = (width - 2 * pad) / (len(overview.days) - 1)
-
-    def points(series: list[int]) -> str:
-        return " ".join(
-            f"{pad + i * step:.1f},{height - pad - value * (height - 2 * pad) / peak:.1f}"
-            for i, value in enumerate(series)
-        )
-
-    return {
-        "width": width,
-        "height": height,
-        "peak": peak,
-        "created": points(overview.created_per_day),
-        "used": points(overview.used_per_day),
-        "first": overview.days[0],
-        "last": overview.days[-1],
-    }
 
 
 def key_or_404(key_id: int) -> ApiKey:
@@ -219,13 +201,17 @@ def key_detail(key_id: int) -> ResponseReturnValue:
     owner: User = key.user
     # One page of the owner's other keys; the key list, searched by their email, has the rest.
     others = [other for other in services.user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
+    now = clock.now()
+    daily = services.daily_requests(key.id, now.date())
     return render_template(
         "admin/key.html",
         key=key,
+        chart=daily_chart(services.usage_days(now.date()), [("requests", "checks passed", daily)]),
+        requests_30d=sum(daily),
         owner=owner,
         others=others[: queries.PAGE_SIZE],
         more_others=len(others) > queries.PAGE_SIZE,
-        now=clock.now(),
+        now=now,
         rotation_days=current_app.config["ROTATION_AGE_DAYS"],
         form=ConfirmForm(),
     )

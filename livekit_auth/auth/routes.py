@@ -23,6 +23,7 @@ from ..schemas import (
     KeySchema,
     LeakReportResultSchema,
     LeakReportSchema,
+    ListedKeySchema,
     NewKeySchema,
     RotatedKeySchema,
     RotateKeySchema,
@@ -128,7 +129,12 @@ def list_keys() -> ResponseReturnValue:
     page = KeyPageSchema().load(request.args)
     limit = page["limit"]
     found = services.user_keys(g.user.id, limit + 1, page["before"])
-    response = success_response("API keys", KeySchema(many=True).dump(found[:limit]))
+    listed = found[:limit]
+    recent = services.recent_requests([key.id for key in listed], clock.now().date())
+    data = ListedKeySchema(many=True).dump(listed)
+    for row in data:
+        row["requests_30d"] = recent.get(row["id"], 0)
+    response = success_response("API keys", data)
     if len(found) > limit:
         following = url_for("auth.list_keys", limit=limit, before=found[limit - 1].id)
         response.headers["Link"] = f'<{following}>; rel="next"'

@@ -3,7 +3,8 @@
 Functions stage changes in the session; the caller commits once.
 """
 
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from datetime import date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import delete, func, or_, select, update
@@ -13,7 +14,7 @@ from .. import audit, clock, keys
 from ..errors import ApiError
 from ..extensions import db
 from ..keyring import ExpiredKey, Keyring, RevokedKey
-from ..models import ApiKey, KeyStatus, User, status_condition
+from ..models import ApiKey, KeyRequestCount, KeyStatus, User, status_condition
 
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
@@ -213,3 +214,33 @@ def user_keys(user_id: int, limit: int, before: int | None = None) -> list[ApiKe
     if before is not None:
         query = query.where(ApiKey.id < before)
     return list(db.session.scalars(query))
+
+
+USAGE_DAYS = 30
+
+
+def usage_days(today: date) -> list[date]:
+    """The USAGE_DAYS days up to today, oldest first: the window of requests_30d and the charts."""
+    return [today - timedelta(days=back) for back in range(USAGE_DAYS - 1, -1, -1)]
+
+
+def recent_requests(key_ids: Collection[int], today: date) -> dict[int, int]:
+    """How many checks each key passed in the last USAGE_DAYS days (today included)."""
+    if not key_ids:
+        return {}
+    rows = db.session.execute(
+        select(KeyRequestCount.key_id, func.sum(KeyRequestCount.requests))
+        .where(KeyRequestCount.key_id.in_(key_ids), KeyRequestCount.day >= usage_days(today)[0])
+        .group_by(KeyRequestCount.key_id)
+    )
+    return {key_id: int(total) for key_id, total in rows}
+
+
+def daily_requests(key_id: int, today: date) -> list[int]:
+    """How many checks a key passed on each of the last USAGE_DAYS days, oldest first."""
+    days = usage_days(today)
+    counted = dict(db.session.execute(
+        select(KeyRequestCount.day, KeyRequestCount.requests)
+        .where(KeyRequestCount.key_id == key_id, KeyRequestCount.day >= days[0])
+    ).all())
+    return [counted.get(day, 0) for day in days]

@@ -4,9 +4,10 @@ A worker notes a key's use at most once per LAST_USED_INTERVAL_SECONDS and write
 in one transaction every LAST_USED_FLUSH_SECONDS from a background thread (or at once, when
 that is 0). Each write only moves last_used_at forward and only when the stored time is older
 than the interval, so several workers together still write a key at most once per interval.
-A key's first use of a day adds one to that day's count of keys used, and nothing else is
-written per key and day. Recording is best effort: a busy or absent database costs the
-record, never a request.
+A key's first use of a day adds one to that day's count of keys used. Every use is also
+counted in memory, per key and day, and each batch adds those counts to the keys' daily
+request counts. Recording is best effort: a busy or absent database costs the record, never
+a request.
 """
 
 import atexit
@@ -22,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from .cache import KnownKey
-from ..models import ApiKey, KeyUseCount
+from ..models import ApiKey, KeyRequestCount, KeyUseCount
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,16 @@ def count_keys_used(connection: Connection, day: date, keys_used: int) -> None:
     ))
 
 
+def add_request_counts(connection: Connection, counts: list[dict[str, Any]]) -> None:
+    """Add requests to keys' daily counts, creating the rows that are missing."""
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(KeyRequestCount)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=[KeyRequestCount.key_id, KeyRequestCount.day],
+        set_={"requests": KeyRequestCount.requests + statement.excluded.requests},
+    ), counts)
+
+
 class UsageRecorder:
     """One worker's pending notes of key use, and the thread that writes them."""
 
@@ -63,18 +74,19 @@ class UsageRecorder:
         self.interval = timedelta(seconds=interval_seconds)
         self.flush_seconds = flush_seconds
         self.pending: dict[int, tuple[datetime, bool]] = {}
+        self.requests: defaultdict[tuple[int, date], int] = defaultdict(int)
         self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
         self.stopping = threading.Event()
 
     def note(self, key: KnownKey, now: datetime) -> None:
-        """Note a use of key, unless this worker noted one within the interval."""
-        if key.last_used_at is not None and now - key.last_used_at < self.interval:
-            return
-        first_of_day = key.last_used_at is None or key.last_used_at.date() < now.date()
-        key.last_used_at = now
+        """Count a use of key, and note its time unless this worker noted one within the interval."""
+        last_used_at = key.last_used_at
         with self.lock:
-            self.pending[key.id] = (now, first_of_day)
+            self.requests[key.id, now.date()] += 1
+            if last_used_at is None or now - last_used_at >= self.interval:
+                key.last_used_at = now
+                self.pending[key.id] = (now, last_used_at is None or last_used_at.date() < now.date())
         if self.flush_seconds <= 0:
             self.flush()
         elif self.writer is None:
@@ -98,9 +110,15 @@ class UsageRecorder:
         self.flush()
 
     def flush(self) -> None:
-        """Write every pending note in one transaction, in key order (the order of the rows)."""
+        """Write the pending notes of last use, then the requests counted, each batch in key order."""
         with self.lock:
             notes, self.pending = self.pending, {}
+            requests, self.requests = self.requests, defaultdict(int)
+        self.write_uses(notes)
+        self.write_request_counts(requests)
+
+    def write_uses(self, notes: dict[int, tuple[datetime, bool]]) -> None:
+        """Record last use, and the day's count of keys used, in one transaction."""
         if not notes:
             return
         # What this worker saw decides which statement a note takes: its own first use of a key
@@ -129,3 +147,19 @@ class UsageRecorder:
             # The database is away, or a key was deleted meanwhile: this batch is lost, the
             # writer carries on.
             logger.warning("last use of %d keys not recorded: %s", len(notes), type(error).__name__)
+
+    def write_request_counts(self, requests: dict[tuple[int, date], int]) -> None:
+        """Add the requests counted per key and day, in key order, in a transaction of their own.
+
+        Apart from last use, so that a key deleted meanwhile (which fails the batch) costs no
+        last-use records.
+        """
+        if not requests:
+            return
+        counts = [{"key_id": key_id, "day": day, "requests": number}
+                  for (key_id, day), number in sorted(requests.items())]
+        try:
+            with self.engine.begin() as connection:
+                add_request_counts(connection, counts)
+        except DBAPIError as error:
+            logger.warning("requests of %d keys not counted: %s", len(counts), type(error).__name__)
