@@ -84,6 +84,7 @@ class ApiKey(db.Model):
     __table_args__ = (
         Index("ix_api_keys_created_at_id", "created_at", "id"),
         Index("ix_api_keys_last_used_at_id", "last_used_at", "id"),
+        Index("ix_api_keys_expires_at", "expires_at"),  # the admin's keys about to expire
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -97,12 +98,24 @@ class ApiKey(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Who revoked it: "api" for the key's own user, an admin's email for an operator.
     revoked_by: Mapped[str | None] = mapped_column(String(254))
+    # When a rotation replaced it: until it expires, it is in its grace period.
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="keys")
 
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
         return key_status(self.revoked_at, self.expires_at, at)
+
+    def state(self, at: datetime) -> str:
+        """The status an operator sees: an active key a rotation replaced is in its grace period."""
+        status = self.status(at)
+        if status is KeyStatus.ACTIVE and self.rotated_at is not None:
+            return GRACE_PERIOD
+        return status.value
+
+
+GRACE_PERIOD = "grace period"
 
 
 def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:

@@ -21,6 +21,9 @@ PAGE_SIZE = 50
 CHART_DAYS = 30
 OVERVIEW_SECONDS = 60
 SORTS = {"created": ApiKey.created_at, "last_used": ApiKey.last_used_at}
+EXPIRING_DAYS = 7
+# The list's status filters: the three statuses, and active keys that expire within EXPIRING_DAYS.
+STATUS_FILTERS = ("active", "expiring", "revoked", "expired")
 
 
 @dataclass
@@ -69,19 +72,32 @@ def search(query: Select[Any], text: str) -> Select[Any]:
     )
 
 
-def key_page(
-    text: str, status: KeyStatus | None, sort: str, number: int, now: datetime
-) -> Page:
-    """A page of keys with their owners, newest (or most recently used) first."""
+def status_filter(name: str, now: datetime) -> ColumnElement[bool] | None:
+    """The condition of one of STATUS_FILTERS; None for any other name (no filter)."""
+    if name == "expiring":
+        return and_(status_condition(KeyStatus.ACTIVE, now), ApiKey.expires_at <= now + timedelta(days=EXPIRING_DAYS))
+    if name in STATUS_FILTERS:
+        return status_condition(KeyStatus(name), now)
+    return None
+
+
+def listed_keys(text: str, status: str, sort: str, now: datetime) -> Select[Any]:
+    """Keys with their owners as the list shows them: searched, filtered, in the sort's order."""
     query = select(ApiKey, User).join(User, ApiKey.user_id == User.id)
     if text:
         query = search(query, text)
-    if status is not None:
-        query = query.where(status_condition(status, now))
+    condition = status_filter(status, now)
+    if condition is not None:
+        query = query.where(condition)
     column = SORTS.get(sort, ApiKey.created_at)
     if column is ApiKey.last_used_at:
         query = query.where(ApiKey.last_used_at.is_not(None))  # keys never used have no place in it
-    query = query.order_by(column.desc(), ApiKey.id.desc())
+    return query.order_by(column.desc(), ApiKey.id.desc())
+
+
+def key_page(text: str, status: str, sort: str, number: int, now: datetime) -> Page:
+    """A page of keys with their owners, newest (or most recently used) first."""
+    query = listed_keys(text, status, sort, now)
     rows = db.session.execute(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
     return Page(rows[:PAGE_SIZE], number, len(rows) > PAGE_SIZE)
 

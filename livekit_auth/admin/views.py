@@ -23,7 +23,7 @@ from .. import audit, clock
 from ..auth import services
 from ..extensions import csrf, db
 from ..gate import public
-from ..models import ApiKey, KeyStatus, User
+from ..models import ApiKey, User
 from ..rate_limits import limit_per_address
 from . import accounts, queries
 from .charts import daily_chart
@@ -163,8 +163,8 @@ def keys() -> ResponseReturnValue:
     """Every key: overview, search, status filter, sort and pages of 50."""
     now = clock.now()
     text = request.args.get("q", "").strip()[:254]
-    status_name = request.args.get("status", "")
-    status = KeyStatus(status_name) if status_name in KeyStatus.__members__.values() else None
+    status = request.args.get("status", "")
+    status = status if status in queries.STATUS_FILTERS else ""
     sort = request.args.get("sort", "created")
     page = queries.key_page(text, status, sort, page_number(), now)
     overview = queries.overview(now)
@@ -177,7 +177,8 @@ def keys() -> ResponseReturnValue:
         page=page,
         requests=services.recent_requests([key.id for key, _ in page.rows], now.date()),
         q=text,
-        status=status.value if status else "",
+        status=status,
+        status_filters=queries.STATUS_FILTERS,
         sort=sort if sort in queries.SORTS else "created",
         overview=overview,
         chart=activity,

@@ -120,6 +120,7 @@ def rotate_key(
     if old.expires_at is None or grace_end < old.expires_at:
         old.expires_at = grace_end
         announce_key_change(old)
+    old.rotated_at = now
     new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days))
     audit.record(audit.KEY_ROTATED, actor=actor, target=old.display_prefix,
                  detail=f"replaced by {new.display_prefix}; expires {old.expires_at.isoformat()}")
