@@ -60,15 +60,13 @@ def create_key(
     """Issue a key and print it, once."""
     key_fields = validated(NewKeySchema(), {"name": name, "expires_in_days": expires_in_days})
     address = email_option(email)
-    user = db.session.scalar(select(User).where(User.email_canonical == address.lower()))
-    if user is None:
-        holder = validated(CreateKeySchema(), {
-            "user_email": address, "user_name": user_name or address.split("@")[0], "org_name": org,
-        })
-        user = services.register_user(holder["user_name"], holder["user_email"], holder["org_name"])
-        db.session.flush()
+    holder = validated(CreateKeySchema(), {
+        "user_email": address, "user_name": user_name or address.split("@")[0], "org_name": org,
+    })
     try:
-        _, secret = services.add_key(user, key_fields["name"], key_fields["expires_in_days"], audit.CLI)
+        _, secret = services.issue_for_email(
+            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI
+        )
         db.session.commit()
     except ApiError as error:
         raise click.ClickException(error.message) from error

@@ -17,17 +17,21 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from .. import audit, clock
 from ..auth import services
+from ..errors import ApiError, describe_validation_error
 from ..extensions import csrf, db
 from ..gate import public
 from ..models import ApiKey, User
 from ..rate_limits import limit_per_address
+from ..schemas import CreateKeySchema, NewKeySchema
 from . import accounts, queries
 from .charts import daily_chart
-from .forms import ConfirmForm, LoginForm
+from .forms import ConfirmForm, IssueKeyForm, LoginForm
 from .paths import PREFIX
 
 bp = public(Blueprint("admin", __name__, url_prefix=PREFIX))
@@ -209,6 +213,7 @@ def key_detail(key_id: int) -> ResponseReturnValue:
         key=key,
         chart=daily_chart(services.usage_days(now.date()), [("requests", "checks passed", daily)]),
         requests_30d=sum(daily),
+        active_count=len(services.active_keys(owner.id, now)),
         owner=owner,
         others=others[: queries.PAGE_SIZE],
         more_others=len(others) > queries.PAGE_SIZE,
@@ -233,6 +238,57 @@ def revoke(key_id: int) -> ResponseReturnValue:
         db.session.rollback()
         flash(f"Key {key.display_prefix}… was already revoked.", "info")
     return redirect(url_for("admin.key_detail", key_id=key.id))
+
+
+@bp.route("/keys/new", methods=["GET", "POST"])
+def issue() -> ResponseReturnValue:
+    """Issue a key to a user, registering them if they are new; the key is shown once."""
+    form = IssueKeyForm()
+    if not form.validate_on_submit():
+        return render_template("admin/issue.html", form=form), 400 if request.method == "POST" else 200
+    email = form.email.data.strip()
+    try:
+        holder = CreateKeySchema().load({
+            "user_email": email, "user_name": form.user_name.data or email.split("@")[0],
+            "org_name": form.org_name.data or None,
+        })
+        key_fields = NewKeySchema().load({"name": form.key_name.data or None,
+                                          "expires_in_days": form.expires_in_days.data})
+        key, secret = services.issue_for_email(
+            holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email
+        )
+        db.session.flush()
+        issued_key = {"id": key.id, "display_prefix": key.display_prefix, "email": key.user.email}
+        db.session.commit()
+    except ValidationError as error:
+        db.session.rollback()
+        flash(describe_validation_error(error)[0], "error")
+        return render_template("admin/issue.html", form=form), 400
+    except (ApiError, IntegrityError) as error:
+        db.session.rollback()
+        flash(error.message if isinstance(error, ApiError) else "The user was registered meanwhile; try again",
+              "error")
+        return render_template("admin/issue.html", form=form), 409
+    queries.forget_overview()
+    return render_template("admin/issued.html", key=issued_key, secret=secret)
+
+
+@bp.route("/users/<int:user_id>/revoke-all", methods=["GET", "POST"])
+def revoke_all(user_id: int) -> ResponseReturnValue:
+    """Confirm with the number of keys at stake, then revoke every active key of a user."""
+    user = db.session.get(User, user_id) if 0 < user_id <= services.MAX_KEY_ID else None
+    if user is None:
+        abort(404)
+    form = ConfirmForm()
+    now = clock.now()
+    if request.method == "GET":
+        count = len(services.active_keys(user.id, now))
+        return render_template("admin/confirm_revoke_all.html", user=user, count=count, form=form)
+    revoked = services.revoke_all(user.id, g.admin_email, now)
+    db.session.commit()
+    queries.forget_overview()
+    flash(f"Revoked {revoked} keys of {user.email}.", "info")
+    return redirect(url_for("admin.keys", q=user.email))
 
 
 @bp.get("/audit")

@@ -5,6 +5,7 @@ Functions stage changes in the session; the caller commits once.
 
 from collections.abc import Collection
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, func, or_, select, update
@@ -51,6 +52,39 @@ def register_user(name: str, email: str, org_name: str | None) -> User:
     )
     db.session.add(user)
     return user
+
+
+def user_by_email(email: str) -> User | None:
+    """The user registered with an email, compared as the API compares it (case aside)."""
+    return db.session.scalar(select(User).where(User.email_canonical == email.lower()))
+
+
+def issue_for_email(
+    email: str, holder: dict[str, Any], name: str | None, expires_in_days: int | None, actor: str
+) -> tuple[ApiKey, str]:
+    """Stage a key for the user with an email, registering them from holder first if need be.
+
+    holder has the user_name and org_name a new user gets. Committing fails with
+    IntegrityError if another request registered the email meanwhile.
+    """
+    user = user_by_email(email)
+    if user is None:
+        user = register_user(holder["user_name"], email, holder["org_name"])
+        db.session.flush()
+    return add_key(user, name, expires_in_days, actor)
+
+
+def active_keys(user_id: int, now: datetime) -> list[ApiKey]:
+    """A user's active keys, oldest first."""
+    return list(db.session.scalars(
+        select(ApiKey).where(ApiKey.user_id == user_id, status_condition(KeyStatus.ACTIVE, now))
+        .order_by(ApiKey.id)
+    ))
+
+
+def revoke_all(user_id: int, actor: str, now: datetime) -> int:
+    """Stage the revocation of every active key of a user, one audit row each; return how many."""
+    return sum(revoke(key, actor) for key in active_keys(user_id, now))
 
 
 def keyring() -> Keyring:
