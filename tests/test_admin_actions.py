@@ -78,3 +78,46 @@ def test_revoke_all_needs_its_csrf_token_and_a_user(client, admin, api) -> None:
     assert client.post("/admin/users/1/revoke-all").status_code == 400
     assert client.get("/admin/users/999999/revoke-all").status_code == 404
     assert client.get("/admin/users/99999999999/revoke-all").status_code == 404
+
+
+def exported(client, query: str = "") -> list[dict[str, str]]:
+    """The CSV export for a query string, parsed."""
+    response = client.get(f"/admin/keys.csv?{query}")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.is_streamed
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="livekit-auth-keys-')
+    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+
+
+def test_the_export_is_the_list_with_its_search_and_filters_never_a_secret(client, admin, api) -> None:
+    alice = api.new_key(user_email="alice@example.com", user_name="Alice", org_name="=HYPERLINK(1)")
+    bob = api.new_key(user_email="bob@example.com", user_name="Bob")
+    api.get("/auth/check-key", bob)
+    bob_id = api.get("/auth/keys", bob).json["data"][0]["id"]
+    api.call("DELETE", f"/auth/keys/{bob_id}", bob)
+    rows = exported(client)
+    assert [row["user_email"] for row in rows] == ["bob@example.com", "alice@example.com"]
+    assert list(rows[0]) == ["key_id", "display_prefix", "name", "status", "user_name", "user_email",
+                             "org_name", "created_at", "expires_at", "last_used_at", "revoked_at",
+                             "requests_30d"]
+    assert rows[0]["status"] == "revoked" and rows[0]["requests_30d"] == "3"
+    assert rows[1]["org_name"] == "'=HYPERLINK(1)"  # a spreadsheet shows it as text, not a formula
+    text = client.get("/admin/keys.csv").get_data(as_text=True)
+    assert alice not in text and bob not in text and keys.digest(alice) not in text
+    assert [row["user_email"] for row in exported(client, "q=alice")] == ["alice@example.com"]
+    assert [row["user_email"] for row in exported(client, "status=revoked")] == ["bob@example.com"]
+    assert 'href="/admin/keys.csv?q=alice&amp;status=revoked&amp;sort=created"' in \
+        client.get("/admin/?q=alice&status=revoked").get_data(as_text=True)
+
+
+def test_the_export_streams_past_one_batch(client, admin, api, monkeypatch) -> None:
+    from livekit_auth.admin import queries
+
+    monkeypatch.setattr(queries, "EXPORT_BATCH", 3)
+    for n in range(7):
+        api.new_key(user_email=f"user{n}@example.com")
+    assert len(exported(client)) == 7
+
+
+def test_the_export_needs_a_login(client) -> None:
+    assert client.get("/admin/keys.csv").status_code == 302
