@@ -1,23 +1,23 @@
 """flask CLI groups: `flask --app wsgi keys …` and `flask --app wsgi admin …`."""
 
+import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import Schema, ValidationError
-from sqlalchemy import delete, make_url, select
+from sqlalchemy import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from . import audit, clock
 from .admin import accounts
 from .auth import services
 from .errors import ApiError, describe_validation_error
 from .extensions import db
-from .models import Admin, AdminSession, ApiKey, KeyStatus, User, status_condition
+from .models import KeyStatus
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 @with_appcontext
@@ -75,27 +75,42 @@ def create_key(
     click.echo(secret)
 
 
+def iso(moment: datetime | None) -> str | None:
+    """A time in ISO 8601, in UTC with its offset; None stays None."""
+    return None if moment is None else moment.isoformat()
+
+
 @keys_cli.command("list")
 @click.option("--email", help="Only this user's keys.")
 @click.option("--status", type=click.Choice([s.value for s in KeyStatus]), help="Only keys in this state.")
-def list_keys(email: str | None, status: str | None) -> None:
-    """Print keys as a table: never a key, only its display prefix."""
-    query = select(ApiKey).join(ApiKey.user).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
-    address = email_option(email)
-    if address is not None:
-        query = query.where(User.email_canonical == address.lower())
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per key, every column.")
+def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
+    """Print keys, oldest first: never a key, only its display prefix."""
     now = clock.now()
-    if status is not None:
-        query = query.where(status_condition(KeyStatus(status), now))
-    row = "{:>6}  {:<14} {:<8} {:<32} {:<20} {:<26} {:<26}"
-    click.echo(row.format("id", "prefix", "status", "email", "name", "created_at", "expires_at"))
-    for key in db.session.scalars(query):
-        key_status = key.status(now).value
-        expires = timestamp(key.expires_at) if key.expires_at else "-"
+    found = services.keys_with_users(email_option(email), KeyStatus(status) if status else None, now)
+    requests = services.recent_requests([key.id for key in found], now.date())
+    if as_json:
+        click.echo(json.dumps([{
+            "id": key.id, "name": key.name, "display_prefix": key.display_prefix,
+            "status": key.status(now).value, "created_at": iso(key.created_at),
+            "expires_at": iso(key.expires_at), "last_used_at": iso(key.last_used_at),
+            "revoked_at": iso(key.revoked_at), "requests_30d": requests.get(key.id, 0),
+            "email": key.user.email, "org_name": key.user.org_name,
+        } for key in found], indent=2))
+        return
+    row = "{:>6}  {:<14} {:<8} {:<32} {:<20} {:<20} {:<16} {:<16} {:<16}"
+    click.echo(row.format("id", "prefix", "status", "email", "organisation", "name", "created (UTC)",
+                          "expires", "last used"))
+    for key in found:
         click.echo(row.format(
-            key.id, key.display_prefix, key_status, key.user.email, key.name or "-",
-            timestamp(key.created_at), expires,
+            key.id, key.display_prefix, key.status(now).value, key.user.email, key.user.org_name or "-",
+            key.name or "-", minute(key.created_at), minute(key.expires_at), minute(key.last_used_at),
         ))
+
+
+def minute(moment: datetime | None) -> str:
+    """A time to the minute for the table, or - for none."""
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
 
 
 @keys_cli.command("revoke")
@@ -115,7 +130,7 @@ def revoke_key(prefix_or_id: str | None, from_stdin: bool) -> None:
     elif prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
         matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
     else:
-        matches = list(db.session.scalars(select(ApiKey).where(ApiKey.display_prefix == prefix_or_id)))
+        matches = services.keys_by_prefix(prefix_or_id)
     if not matches:
         raise click.ClickException(f"No key has the id or prefix {prefix_or_id!r}")
     if len(matches) > 1:
@@ -166,16 +181,24 @@ def create_admin(email: str, password_stdin: bool) -> None:
         password_hash = accounts.hash_password(password)
     except accounts.PasswordTooShort as error:
         raise click.ClickException(str(error)) from error
-    db.session.add(Admin(email=address, password_hash=password_hash, created_at=clock.now()))
+    accounts.add_admin(address, password_hash)
     audit.record(audit.ADMIN_CREATED, actor=audit.CLI, target=address)
     db.session.commit()
     click.echo(f"Created admin {address}")
 
 
 @admin_cli.command("list")
-def list_admins() -> None:
-    """Print every admin account."""
-    for admin in db.session.scalars(select(Admin).order_by(Admin.email)):
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per admin.")
+def list_admins(as_json: bool) -> None:
+    """Print every admin account; never a password hash."""
+    admins = accounts.all_admins()
+    if as_json:
+        click.echo(json.dumps(
+            [{"id": admin.id, "email": admin.email, "created_at": iso(admin.created_at)} for admin in admins],
+            indent=2,
+        ))
+        return
+    for admin in admins:
         click.echo(f"{admin.email}  created {timestamp(admin.created_at)}")
 
 
@@ -186,8 +209,7 @@ def delete_admin(email: str) -> None:
     admin = accounts.find_admin(email)
     if admin is None:
         raise click.ClickException(f"No admin has the email {accounts.admin_email(email)}")
-    db.session.execute(delete(AdminSession).where(AdminSession.admin_id == admin.id))
-    db.session.delete(admin)
+    accounts.delete_admin(admin)
     audit.record(audit.ADMIN_DELETED, actor=audit.CLI, target=admin.email)
     db.session.commit()
     click.echo(f"Deleted admin {admin.email}")

@@ -247,3 +247,12 @@ class AdminActions:
     def post(self, path: str, form_page: str, **data: str) -> Any:
         """Submit a form found on form_page to path, with its CSRF token."""
         return self.client.post(path, data={"csrf_token": self.csrf_token(form_page), **data})
+
+
+def flask_command(database_uri: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a flask command of the app in a process of its own, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *arguments], input=stdin, capture_output=True,
+        text=True, cwd=PROJECT_ROOT, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_uri, "SECRET_KEY": "test"},
+    )

@@ -1,12 +1,15 @@
 """flask keys create / list / revoke / prune."""
 
+import json
+from datetime import datetime, timedelta
+
 import pytest
 from sqlalchemy import select
 
 from livekit_auth import create_app, keys
 from livekit_auth.extensions import db
 
-from .support import release
+from .support import flask_command, release
 
 def test_create_prints_a_working_key_once(runner, api) -> None:
     result = runner.invoke(args=["keys", "create", "--email", "ops@example.com", "--name", "ci"])
@@ -167,3 +170,38 @@ def test_create_stores_a_name_that_grows_when_lower_cased(runner, api) -> None:
     assert result.exit_code == 0, result.output
     data = api.get("/auth/check-key", result.stdout.strip()).json["data"]
     assert data["user_name"] == name and data["org_name"] == name
+
+
+def test_keys_list_shows_organisation_and_last_use(runner, api, frozen_clock) -> None:
+    secret = api.new_key(user_email="john@example.com", org_name="Acme Corp")
+    api.get("/auth/check-key", secret)
+    output = runner.invoke(args=["keys", "list"]).output
+    assert "organisation" in output and "last used" in output
+    assert "Acme Corp" in output and "2026-01-15 10:00" in output
+
+
+def test_keys_list_json_prints_every_column_of_every_key(api, database_uri) -> None:
+    secret = api.new_key(user_email="json@example.com", org_name="Acme")
+    api.get("/auth/check-key", secret)
+    listed = api.get("/auth/keys", secret).json["data"][0]
+    done = flask_command(database_uri, "keys", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("Database: ")
+    [row] = json.loads(done.stdout)
+    assert set(row) == set(listed) | {"email", "org_name"}
+    assert row["id"] == listed["id"] and row["display_prefix"] == keys.display_prefix(secret)
+    assert row["email"] == "json@example.com" and row["org_name"] == "Acme"
+    assert row["requests_30d"] == 2 and row["status"] == "active" and row["expires_at"] is None
+    for name in ("created_at", "last_used_at"):
+        assert datetime.fromisoformat(row[name]).utcoffset() == timedelta(0)
+    assert secret not in done.stdout and keys.digest(secret) not in done.stdout
+    assert json.loads(flask_command(database_uri, "keys", "list", "--json", "--status", "revoked").stdout) == []
+
+
+def test_admin_list_json_prints_every_admin_and_never_a_hash(admin_account, database_uri) -> None:
+    done = flask_command(database_uri, "admin", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert set(row) == {"id", "email", "created_at"} and row["email"] == admin_account
+    assert datetime.fromisoformat(row["created_at"]).utcoffset() == timedelta(0)
+    assert "scrypt" not in done.stdout

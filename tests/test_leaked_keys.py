@@ -1,14 +1,11 @@
 """A leaked key handled in seconds: POST /auth/keys/leaked, and a whole key in the admin and CLI."""
 
-import subprocess
-import sys
-
 import pytest
 import requests
 
 from livekit_auth import keys
 
-from .support import PROJECT_ROOT, envelope_error, events, live_server, prefix_of, rows_on
+from .support import envelope_error, events, flask_command, live_server, prefix_of, rows_on
 
 
 def report(api, *strings, **headers):
@@ -84,15 +81,6 @@ def test_the_admin_search_finds_a_whole_key_by_its_digest(client, admin, api) ->
     assert "leaked@example.com" in page.get_data(as_text=True)
     tampered = leaked[:-1] + ("A" if leaked[-1] != "A" else "B")
     assert rows_on(client, f"q={tampered}") == 0
-
-
-def flask_command(database_uri: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run a flask command of the app in a process of its own, as an operator would."""
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *arguments], input=stdin, capture_output=True,
-        text=True, cwd=PROJECT_ROOT, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_uri, "SECRET_KEY": "test"},
-    )
 
 
 def test_the_command_line_revokes_a_whole_key_read_from_standard_input(api, database_uri) -> None:

@@ -4,7 +4,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask import current_app, session
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -33,6 +33,24 @@ def hash_password(password: str) -> str:
 def admin_email(email: str) -> str:
     """An admin's email as stored and audited: trimmed and lower-cased."""
     return email.strip().lower()
+
+
+def all_admins() -> list[Admin]:
+    """Every admin account, by email."""
+    return list(db.session.scalars(select(Admin).order_by(Admin.email)))
+
+
+def add_admin(email: str, password_hash: str) -> Admin:
+    """Stage a new admin account."""
+    admin = Admin(email=admin_email(email), password_hash=password_hash, created_at=clock.now())
+    db.session.add(admin)
+    return admin
+
+
+def delete_admin(admin: Admin) -> None:
+    """Stage the deletion of an admin account and of its sessions."""
+    db.session.execute(delete(AdminSession).where(AdminSession.admin_id == admin.id))
+    db.session.delete(admin)
 
 
 def find_admin(email: str) -> Admin | None:

@@ -201,6 +201,11 @@ def revoke(key: ApiKey, actor: str, action: str = audit.REVOKE) -> bool:
     return bool(changed)
 
 
+def keys_by_prefix(display_prefix: str) -> list[ApiKey]:
+    """The keys that show this display prefix (almost always one)."""
+    return list(db.session.scalars(select(ApiKey).where(ApiKey.display_prefix == display_prefix)))
+
+
 def key_by_secret(secret: str) -> ApiKey | None:
     """The key a whole secret names, found by its digest; None for anything that is not a key."""
     if not keys.is_well_formed(secret):
@@ -241,6 +246,16 @@ def prune(cutoff: datetime, actor: str, dry_run: bool = False) -> list[ApiKey]:
     announce_key_change(*doomed)
     db.session.execute(delete(ApiKey).where(ended_long_ago))
     return doomed
+
+
+def keys_with_users(email: str | None, status: KeyStatus | None, now: datetime) -> list[ApiKey]:
+    """Every key with its user loaded, oldest first: of one user (by email), in one status, or all."""
+    query = select(ApiKey).join(ApiKey.user).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
+    if email is not None:
+        query = query.where(User.email_canonical == email.lower())
+    if status is not None:
+        query = query.where(status_condition(status, now))
+    return list(db.session.scalars(query))
 
 
 def user_keys(user_id: int, limit: int, before: int | None = None) -> list[ApiKey]:
