@@ -1,9 +1,11 @@
 """The admin pages in a real browser: Debian's Chromium driven by Playwright, on real gunicorn."""
 
 import os
+import sqlite3
 import subprocess
-import time
 import sys
+import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,128 @@ def test_a_wrong_password_is_refused_and_the_page_works_on_a_phone(server, brows
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "the page itself must not scroll sideways; the table scrolls in its box"
     page.close()
+
+
+# Where the browser tests save the README's screenshots when asked (SCREENSHOTS_DIR=docs).
+SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR")
+
+
+def log_in(page, server) -> None:
+    """Open the admin and log in."""
+    page.goto(f"{server.url}/admin/login")
+    page.get_by_label("Email").fill("ops@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("table.keys")).to_be_visible()
+
+
+def check(server, key: str) -> int:
+    """The status check-key answers for a key."""
+    return requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=10).status_code
+
+
+def seed_history(server, key: str) -> None:
+    """Give a key thirty days of requests, and a few other keys their states, for the screenshots."""
+    key_id = requests.get(f"{server.url}/auth/keys", headers={"x-api-key": key}, timeout=10).json()["data"][-1]["id"]
+    today = date.today()
+    with sqlite3.connect(server.database_url.removeprefix("sqlite:///")) as connection:
+        connection.executemany(
+            "INSERT INTO key_request_counts (key_id, day, requests) VALUES (?, ?, ?) "
+            "ON CONFLICT (key_id, day) DO UPDATE SET requests = excluded.requests",
+            [(key_id, (today - timedelta(days=back)).isoformat(), 900 + 37 * (back % 7) * (30 - back))
+             for back in range(1, 30)],
+        )
+
+
+def test_the_key_table_fits_a_laptop_and_stacks_on_a_phone(server, browser: Browser, tmp_path) -> None:
+    busy = create_key(server, "Margaret Hamilton-Longname", "margaret.hamilton@apollo-guidance.example.com")
+    for n in range(5):
+        create_key(server, f"User Number {n}", f"user.number.{n}@a-rather-long-domain-name.example")
+    requests.post(f"{server.url}/auth/keys", headers={"x-api-key": busy}, json={"name": "nightly", "expires_in_days": 5},
+                  timeout=10)
+    requests.post(f"{server.url}/auth/keys/rotate", headers={"x-api-key": busy}, json={"grace_hours": 24}, timeout=10)
+    for _ in range(20):
+        check(server, busy)
+    seed_history(server, busy)
+    time.sleep(2.5)  # the workers' batched usage writes (LAST_USED_FLUSH_SECONDS) have landed
+
+    laptop = browser.new_page(viewport={"width": 1366, "height": 900})
+    log_in(laptop, server)
+    wrap = laptop.locator(".table-wrap").first
+    assert wrap.evaluate("box => box.scrollWidth <= box.clientWidth"), "the table scrolls sideways at 1366 px"
+    last_used = laptop.get_by_role("columnheader", name="Last used")
+    box = last_used.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1366
+    expect(laptop.locator(".badge.grace")).to_have_count(1)
+    if SCREENSHOTS:
+        laptop.screenshot(path=str(Path(SCREENSHOTS) / "admin-keys.png"), full_page=True)
+    laptop.locator("table.keys tbody tr").filter(has_text="grace period").locator("a.mono").click()
+    expect(laptop.locator("svg polyline.requests")).to_be_visible()
+    expect(laptop.get_by_role("heading", name="Requests")).to_be_visible()
+    if SCREENSHOTS:
+        laptop.screenshot(path=str(Path(SCREENSHOTS) / "admin-key.png"), full_page=True)
+    laptop.close()
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    log_in(phone, server)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.locator(".table-wrap").first.evaluate("box => box.scrollWidth <= box.clientWidth")
+    rows = phone.locator("table.keys tbody tr")
+    expect(rows).to_have_count(8)
+    for index in range(8):
+        for part in (rows.nth(index).locator("a.mono"), rows.nth(index).locator(".badge")):
+            expect(part).to_be_visible()
+            box = part.bounding_box()
+            assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 390
+    if SCREENSHOTS:
+        phone.screenshot(path=str(Path(SCREENSHOTS) / "admin-keys-phone.png"), full_page=True)
+    phone.close()
+
+
+def test_an_operator_issues_a_key_finds_it_whole_revokes_a_user_and_exports(server, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page = context.new_page()
+    log_in(page, server)
+
+    page.get_by_role("link", name="Issue a key").click()
+    page.get_by_label("Email", exact=True).fill("grace@example.com")
+    page.get_by_label("Name (for a new user; default: from the email)").fill("Grace Hopper")
+    page.get_by_label("Organisation (for a new user)").fill("Navy")
+    page.get_by_label("Key name").fill("compiler")
+    page.get_by_label("Expires in (days; empty: never)").fill("3")
+    page.get_by_role("button", name="Issue key").click()
+    secret = page.locator("#issued-key").inner_text().strip()
+    assert secret.startswith("lvk_") and check(server, secret) == 200
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+
+    second = requests.post(f"{server.url}/auth/keys", headers={"x-api-key": secret}, timeout=10).json()["data"]["api_key"]
+    page.get_by_role("link", name="Keys", exact=True).click()
+    page.get_by_label("Search").fill(secret)
+    page.get_by_role("button", name="Apply").click()
+    rows = page.locator("table.keys tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("grace@example.com")
+
+    page.get_by_label("Status").select_option("expiring")
+    page.get_by_label("Search").fill("")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("compiler")
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    exported = Path(download.value.path()).read_text()
+    assert exported.splitlines()[0].startswith("key_id,display_prefix,name,status")
+    assert len(exported.splitlines()) == 2 and "grace@example.com" in exported and secret not in exported
+
+    rows.first.locator("a.mono").click()
+    page.get_by_role("link", name="Revoke all 2 active keys of Grace Hopper…").click()
+    expect(page.get_by_role("heading")).to_have_text("Revoke all 2 active keys of Grace Hopper?")
+    page.get_by_role("button", name="Revoke 2 keys").click()
+    expect(page.get_by_role("status")).to_have_text("Revoked 2 keys of grace@example.com.")
+    time.sleep(0.6)
+    assert check(server, secret) == 401 and check(server, second) == 401
+    context.close()
