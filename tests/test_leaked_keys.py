@@ -5,7 +5,7 @@ import requests
 
 from livekit_auth import keys
 
-from .support import envelope_error, events, flask_command, live_server, prefix_of, rows_on
+from .support import clear_database, envelope_error, events, flask_command, live_server, prefix_of, rows_on
 
 
 def report(api, *strings, **headers):
@@ -51,25 +51,41 @@ def test_a_malformed_report_is_refused_with_400_and_revokes_nothing(api, body) -
     assert api.get("/auth/check-key", key).status_code == 200
 
 
-def test_reports_are_limited_per_address_over_http(database_uri, tmp_path) -> None:
+def test_over_http_a_report_is_refused_by_every_worker_at_once(database_uri, tmp_path) -> None:
     if database_uri.startswith("sqlite"):
         database_uri = f"sqlite:///{tmp_path / 'leaks.db'}"
-    with live_server(database_uri, tmp_path, workers=1, RATELIMIT_ENABLED="true",
-                     RATELIMIT_LEAK_REPORT="2 per minute") as server:
-        body = {"user_name": "L", "user_email": "leak-http@example.com"}
+    with live_server(database_uri, tmp_path, workers=2) as server:
+        body = {"user_name": "L", "user_email": "leak-workers@example.com"}
         key = requests.post(f"{server.url}/auth/create-key", json=body, timeout=10).json()["data"]["api_key"]
 
-        def send():
-            return requests.post(f"{server.url}/auth/keys/leaked", json={"keys": [key]}, timeout=10)
+        def check():
+            return requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=10)
 
-        assert send().json()["data"] == {"revoked": 1}
+        assert all(check().status_code == 200 for _ in range(6))  # held in both workers' caches
+        answer = requests.post(f"{server.url}/auth/keys/leaked", json={"keys": [key]}, timeout=10)
+        assert answer.json()["data"] == {"revoked": 1}
+        for _ in range(6):
+            envelope_error(check(), 401, "API key has been revoked")
+    if not database_uri.startswith("sqlite"):
+        clear_database(database_uri)
+
+
+def test_over_http_reports_are_limited_per_address(database_uri, tmp_path) -> None:
+    if database_uri.startswith("sqlite"):
+        database_uri = f"sqlite:///{tmp_path / 'leaks.db'}"
+    # One worker: memory:// counts per worker.
+    with live_server(database_uri, tmp_path, workers=1, RATELIMIT_ENABLED="true",
+                     RATELIMIT_LEAK_REPORT="2 per minute") as server:
+
+        def send():
+            return requests.post(f"{server.url}/auth/keys/leaked", json={"keys": ["lvk_x"]}, timeout=10)
+
         assert send().json()["data"] == {"revoked": 0}
+        assert send().status_code == 200
         refused = send()
         envelope_error(refused, 429)
         assert "Retry-After" in refused.headers
     if not database_uri.startswith("sqlite"):
-        from .support import clear_database
-
         clear_database(database_uri)
 
 
