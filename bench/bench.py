@@ -37,6 +37,7 @@ sys.path.insert(0, str(PROJECT))
 
 from livekit_auth import keys  # noqa: E402
 from livekit_auth.config import database_url  # noqa: E402
+from livekit_auth.models import ApiKey, User  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
 LUA = PROJECT / "bench" / "wrk"
@@ -82,18 +83,15 @@ def bench_secret(index: int) -> str:
 def seed(url: str, count: int) -> float:
     """Insert count users with one key each through SQLAlchemy Core; return the seconds taken."""
     engine = sa.create_engine(url)
-    metadata = sa.MetaData()
-    users = sa.Table("users", metadata, autoload_with=engine)
-    api_keys = sa.Table("api_keys", metadata, autoload_with=engine)
+    users, api_keys = User.__table__, ApiKey.__table__  # the model's columns fill the lower-cased copies
     created = datetime(2026, 1, 1, tzinfo=timezone.utc)
     started = time.perf_counter()
     with engine.begin() as connection:
         for first in range(0, count, BATCH):
             numbers = range(first, min(first + BATCH, count))
             connection.execute(users.insert(), [
-                {"id": n + 1, "name": f"Bench User {n}", "name_lower": f"bench user {n}",
-                 "email": f"user{n}@bench.example", "email_canonical": f"user{n}@bench.example",
-                 "org_name": "Bench", "org_name_lower": "bench", "created_at": created}
+                {"id": n + 1, "name": f"Bench User {n}", "email": f"user{n}@bench.example",
+                 "org_name": "Bench", "created_at": created}
                 for n in numbers
             ])
             secrets = [bench_secret(n) for n in numbers]

@@ -17,7 +17,7 @@ from .admin import accounts
 from .auth import services
 from .errors import ApiError, describe_validation_error
 from .extensions import db
-from .models import KeyStatus
+from .models import KeyStatus, canonical_email
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 @with_appcontext
@@ -170,7 +170,7 @@ admin_cli = AppGroup(
 @click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
 def create_admin(email: str, password_stdin: bool) -> None:
     """Create an admin account; the password is asked for twice, hidden."""
-    address = email_option(email).lower()
+    address = canonical_email(email_option(email))
     if accounts.find_admin(address) is not None:
         raise click.ClickException(f"An admin with the email {address} already exists")
     if password_stdin:
@@ -208,7 +208,7 @@ def delete_admin(email: str) -> None:
     """Delete an admin account; their sessions end with it."""
     admin = accounts.find_admin(email)
     if admin is None:
-        raise click.ClickException(f"No admin has the email {accounts.admin_email(email)}")
+        raise click.ClickException(f"No admin has the email {canonical_email(email)}")
     accounts.delete_admin(admin)
     audit.record(audit.ADMIN_DELETED, actor=audit.CLI, target=admin.email)
     db.session.commit()

@@ -1,7 +1,6 @@
 """The OpenAPI 3.1 document, generated from the marshmallow schemas, and the /docs page."""
 
 import re
-from functools import cache
 from typing import Any
 
 from apispec import APISpec
@@ -18,6 +17,7 @@ from .gate import public
 bp = Blueprint("docs", __name__)
 SECURITY_SCHEME = "ApiKeyHeader"
 DOCUMENT = "the OpenAPI document itself, outside the envelope"
+DOCUMENT_ENTRY = "openapi_document"  # where the app keeps its document, in app.extensions
 FORWARDED = "204 and no body: the caller in X-Auth-* headers"
 FORWARDED_HEADERS = {
     "X-Auth-User-Id": "The key's user id",
@@ -158,9 +158,8 @@ def documented_rules() -> list[Rule]:
     return [rule for rule in current_app.url_map.iter_rules() if rule.endpoint in OPERATIONS]
 
 
-@cache
 def build_document(title: str) -> dict[str, Any]:
-    """Build the document once per process; it changes only with the code."""
+    """Build the document from the app's routes."""
     plugin = MarshmallowPlugin()
     spec = APISpec(
         title=title,
@@ -200,7 +199,10 @@ def build_document(title: str) -> dict[str, Any]:
 @public
 def openapi_document() -> ResponseReturnValue:
     """This API's OpenAPI 3.1 document."""
-    return build_document("livekit-auth")
+    extensions = current_app.extensions
+    if DOCUMENT_ENTRY not in extensions:  # once per app: it changes only with the code
+        extensions[DOCUMENT_ENTRY] = build_document("livekit-auth")
+    return extensions[DOCUMENT_ENTRY]
 
 
 @bp.get("/docs")

@@ -24,12 +24,6 @@ def key_id_of(app, secret: str) -> int:
         return db.session.scalar(select(ApiKey.id).where(ApiKey.digest == keys.digest(secret)))
 
 
-@pytest.fixture(autouse=True)
-def fresh_overview():
-    """Each test sees counts computed from its own data."""
-    queries.forget_overview()
-
-
 @pytest.mark.parametrize("path", ["/admin/", "/admin/audit", "/admin/keys/1", "/admin/keys/1/revoke"])
 def test_pages_without_a_session_redirect_to_login(client, path) -> None:
     response = client.get(path)

@@ -10,13 +10,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import audit, clock, keys
 from ..extensions import db
-from ..models import Admin, AdminSession, AuditEvent
+from ..models import Admin, AdminSession, AuditEvent, canonical_email
 
 SESSION_TOKEN = "admin_session"
 MIN_PASSWORD_LENGTH = 12
-# Compared against when the email is unknown, so that a wrong email costs as long as a
-# wrong password and timing does not reveal which accounts exist.
-UNKNOWN_ADMIN_HASH = generate_password_hash(secrets.token_hex(16))
+UNKNOWN_ADMIN_HASH = "admin_unknown_hash"  # the app.extensions entry of unknown_admin_hash()
 
 
 class PasswordTooShort(ValueError):
@@ -30,11 +28,6 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password, method="scrypt")
 
 
-def admin_email(email: str) -> str:
-    """An admin's email as stored and audited: trimmed and lower-cased."""
-    return email.strip().lower()
-
-
 def all_admins() -> list[Admin]:
     """Every admin account, by email."""
     return list(db.session.scalars(select(Admin).order_by(Admin.email)))
@@ -42,7 +35,7 @@ def all_admins() -> list[Admin]:
 
 def add_admin(email: str, password_hash: str) -> Admin:
     """Stage a new admin account."""
-    admin = Admin(email=admin_email(email), password_hash=password_hash, created_at=clock.now())
+    admin = Admin(email=canonical_email(email), password_hash=password_hash, created_at=clock.now())
     db.session.add(admin)
     return admin
 
@@ -55,13 +48,25 @@ def delete_admin(admin: Admin) -> None:
 
 def find_admin(email: str) -> Admin | None:
     """The admin with this email, compared case-insensitively."""
-    return db.session.scalar(select(Admin).where(Admin.email == admin_email(email)))
+    return db.session.scalar(select(Admin).where(Admin.email == canonical_email(email)))
+
+
+def unknown_admin_hash() -> str:
+    """A hash of a random password, compared against when the email is unknown.
+
+    So a wrong email costs as long as a wrong password, and timing does not reveal which
+    accounts exist. Made once per app, when first needed: hashing takes a while.
+    """
+    extensions = current_app.extensions
+    if UNKNOWN_ADMIN_HASH not in extensions:
+        extensions[UNKNOWN_ADMIN_HASH] = hash_password(secrets.token_hex(16))
+    return extensions[UNKNOWN_ADMIN_HASH]
 
 
 def verify_login(email: str, password: str) -> Admin | None:
     """The admin whose email and password these are, or None; as slow either way."""
     admin = find_admin(email)
-    stored = admin.password_hash if admin else UNKNOWN_ADMIN_HASH
+    stored = admin.password_hash if admin else unknown_admin_hash()
     if check_password_hash(stored, password) and admin is not None:
         return admin
     return None
@@ -74,7 +79,7 @@ def recent_failures(email: str, address: str, now: datetime) -> int:
         select(func.count())
         .select_from(AuditEvent)
         .where(AuditEvent.action == audit.LOGIN_FAILED, AuditEvent.at > now - window)
-        .where(or_(AuditEvent.target == admin_email(email)[:254], AuditEvent.address == address))
+        .where(or_(AuditEvent.target == canonical_email(email)[:254], AuditEvent.address == address))
     )
     return db.session.scalar(query) or 0
 

@@ -165,20 +165,19 @@ def compute_overview(now: datetime) -> Overview:
     )
 
 
-_overview_cache: dict[str, tuple[float, Overview]] = {}
+OVERVIEW = "admin_overview"  # the app.extensions entry: (when computed, the overview)
 
 
 def overview(now: datetime) -> Overview:
     """The overview, recomputed at most every OVERVIEW_SECONDS in each worker."""
-    database = current_app.config["SQLALCHEMY_DATABASE_URI"]
-    cached = _overview_cache.get(database)
+    cached = current_app.extensions.get(OVERVIEW)
     if cached is not None and time.monotonic() - cached[0] < OVERVIEW_SECONDS:
         return cached[1]
     fresh = compute_overview(now)
-    _overview_cache[database] = (time.monotonic(), fresh)
+    current_app.extensions[OVERVIEW] = (time.monotonic(), fresh)
     return fresh
 
 
 def forget_overview() -> None:
     """Drop the cached overview, after a change an admin made should show at once."""
-    _overview_cache.clear()
+    current_app.extensions.pop(OVERVIEW, None)

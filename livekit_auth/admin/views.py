@@ -30,7 +30,7 @@ from ..auth import services
 from ..errors import ApiError, describe_validation_error
 from ..extensions import csrf, db
 from ..gate import public
-from ..models import ApiKey, User
+from ..models import ApiKey, User, canonical_email
 from ..rate_limits import limit_per_address
 from ..schemas import CreateKeySchema, NewKeySchema
 from . import accounts, queries
@@ -130,7 +130,7 @@ def login() -> ResponseReturnValue:
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("admin/login.html", form=form), status
-    email = accounts.admin_email(form.email.data)
+    email = canonical_email(form.email.data)
     # The attempt is recorded as failed, and committed, before its password is checked: each
     # attempt then counts every one committed before it, so attempts sent in parallel cannot
     # all find room under the limit. A successful one is rewritten as a login.

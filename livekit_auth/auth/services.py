@@ -15,7 +15,7 @@ from .. import audit, clock, keys
 from ..errors import ApiError
 from ..extensions import db
 from ..keyring import ExpiredKey, Keyring, RevokedKey
-from ..models import ApiKey, KeyRequestCount, KeyStatus, User, status_condition
+from ..models import ApiKey, KeyRequestCount, KeyStatus, User, canonical_email, status_condition
 
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
@@ -41,22 +41,14 @@ def issue_key(
 
 def register_user(name: str, email: str, org_name: str | None) -> User:
     """Stage a new user; committing fails with IntegrityError if the email is taken."""
-    user = User(
-        name=name,
-        name_lower=name.lower(),
-        email=email,
-        email_canonical=email.lower(),
-        org_name=org_name or None,
-        org_name_lower=org_name.lower() if org_name else None,
-        created_at=clock.now(),
-    )
+    user = User(name=name, email=email, org_name=org_name or None, created_at=clock.now())
     db.session.add(user)
     return user
 
 
 def user_by_email(email: str) -> User | None:
     """The user registered with an email, compared as the API compares it (case aside)."""
-    return db.session.scalar(select(User).where(User.email_canonical == email.lower()))
+    return db.session.scalar(select(User).where(User.email_canonical == canonical_email(email)))
 
 
 def issue_for_email(
@@ -252,7 +244,7 @@ def keys_with_users(email: str | None, status: KeyStatus | None, now: datetime) 
     """Every key with its user loaded, oldest first: of one user (by email), in one status, or all."""
     query = select(ApiKey).join(ApiKey.user).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
     if email is not None:
-        query = query.where(User.email_canonical == email.lower())
+        query = query.where(User.email_canonical == canonical_email(email))
     if status is not None:
         query = query.where(status_condition(status, now))
     return list(db.session.scalars(query))
