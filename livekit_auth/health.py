@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from .apidoc import documented
 from .envelope import error_response, success_response
 from .errors import ApiError
 from .extensions import db
@@ -20,6 +21,7 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health")
 @public
+@documented(uses_database=False)
 def live() -> ResponseReturnValue:
     """Answer 200 while the process serves, without touching the database."""
     return success_response("ok", None)
@@ -27,6 +29,7 @@ def live() -> ResponseReturnValue:
 
 @bp.get("/health/ready")
 @public
+@documented()
 def ready() -> ResponseReturnValue:
     """Answer 200 when the database answers, 503 when it does not."""
     try:

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document, generated from the marshmallow schemas, and the /docs page."""
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from apispec import APISpec
@@ -12,20 +13,12 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
 from . import schemas
+from .apidoc import DOCUMENT, FORWARDED, Operation, documented, operation_of
 from .gate import public
 
 bp = Blueprint("docs", __name__)
 SECURITY_SCHEME = "ApiKeyHeader"
-DOCUMENT = "the OpenAPI document itself, outside the envelope"
 DOCUMENT_ENTRY = "openapi_document"  # where the app keeps its document, in app.extensions
-FORWARDED = "204 and no body: the caller in X-Auth-* headers"
-FORWARDED_HEADERS = {
-    "X-Auth-User-Id": "The key's user id",
-    "X-Auth-User-Email": "The user's email; characters outside printable ASCII, and %, percent-encoded",
-    "X-Auth-Org": "The user's organisation, encoded the same way; empty for none",
-    "X-Auth-Key-Id": "The key's id",
-    "X-Auth-Key-Prefix": "The key's display prefix",
-}
 
 DESCRIPTIONS = {
     200: "Success",
@@ -39,26 +32,13 @@ DESCRIPTIONS = {
     500: "Internal server error",
     503: "The database is unavailable",
 }
-
-# What each JSON endpoint takes and returns: (request schema, data schema, error statuses).
-# A test checks that every route of the app is here.
-OPERATIONS: dict[str, tuple[type[Schema] | None, Any, list[int]]] = {
-    "auth.create_key": (schemas.CreateKeySchema, schemas.CreatedKeySchema, [400, 409, 413, 415, 429]),
-    "auth.check_key": (None, schemas.CheckedKeySchema, [401, 429]),
-    "auth.verify": (None, FORWARDED, [401, 429]),
-    "auth.list_keys": (None, [schemas.ListedKeySchema], [400, 401, 429]),
-    "auth.add_key": (schemas.NewKeySchema, schemas.IssuedKeySchema, [400, 401, 409, 413, 415, 429]),
-    "auth.rotate_key": (schemas.RotateKeySchema, schemas.RotatedKeySchema, [400, 401, 409, 413, 415, 429]),
-    "auth.revoke_key": (None, schemas.KeySchema, [401, 404, 429]),
-    "auth.report_leaked_keys": (schemas.LeakReportSchema, schemas.LeakReportResultSchema, [400, 413, 415, 429]),
-    "health.live": (None, None, []),
-    "health.ready": (None, None, []),
-    "docs.openapi_document": (None, DOCUMENT, []),
+FORWARDED_HEADERS = {
+    "X-Auth-User-Id": "The key's user id",
+    "X-Auth-User-Email": "The user's email; characters outside printable ASCII, and %, percent-encoded",
+    "X-Auth-Org": "The user's organisation, encoded the same way; empty for none",
+    "X-Auth-Key-Id": "The key's id",
+    "X-Auth-Key-Prefix": "The key's display prefix",
 }
-# Public endpoints whose request body may be left out entirely.
-OPTIONAL_BODIES = {"auth.add_key", "auth.rotate_key"}
-# Endpoints that read arguments from the query string.
-QUERIES = {"auth.list_keys": schemas.KeyPageSchema}
 FORWARDED_RESPONSE = {
     "description": "A valid key; no body",
     "headers": {
@@ -80,19 +60,20 @@ def envelope(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-ERROR_ENVELOPE = {
-    "type": "object",
-    "required": ["success", "message", "data"],
-    "properties": {
+def error_envelope(status: int) -> dict[str, Any]:
+    """The error envelope; only a 400 names the problems field by field."""
+    properties: dict[str, Any] = {
         "success": {"const": False},
         "message": {"type": "string"},
         "data": {"type": "null"},
-        "errors": {
+    }
+    if status == 400:
+        properties["errors"] = {
             "type": "object",
             "additionalProperties": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-}
+        }
+    return {"type": "object", "required": ["success", "message", "data"], "properties": properties,
+            "additionalProperties": False}
 
 
 def data_schema(data: Any) -> dict[str, Any]:
@@ -120,14 +101,30 @@ def success_response(data: Any) -> dict[str, Any]:
     return {"description": DESCRIPTIONS[200], "content": {"application/json": {"schema": success}}}
 
 
-def operation(endpoint: str, rule: Rule, method: str) -> dict[str, Any]:
-    """The OpenAPI operation for one endpoint and method."""
-    body, data, errors = OPERATIONS[endpoint]
+def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
+    """Every error status a documented view can answer: its own, and those that follow from the rest."""
+    answered = {*declared.statuses, 500}
+    if not getattr(view, "is_public", False):
+        answered |= {401, 429}  # the gate: a refused key, or an address throttled after failed checks
+    if declared.body is not None:
+        answered |= {400, 413, 415}
+    if declared.query is not None:
+        answered.add(400)
+    if getattr(view, "rate_limited", False):
+        answered.add(429)
+    if declared.uses_database:
+        answered.add(503)
+    return answered
+
+
+def operation(endpoint: str, rule: Rule, declared: Operation) -> dict[str, Any]:
+    """The OpenAPI operation for one endpoint, from what its route declares."""
     view = current_app.view_functions[endpoint]
+    data = declared.data
     responses: dict[str, Any] = (
         {"204": FORWARDED_RESPONSE} if data == FORWARDED else {"200": success_response(data)}
     )
-    for status in sorted({*errors, 500, 503} if endpoint != "health.live" else {500}):
+    for status in sorted(statuses(view, declared)):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     result: dict[str, Any] = {
         "operationId": endpoint.replace(".", "_"),
@@ -137,25 +134,30 @@ def operation(endpoint: str, rule: Rule, method: str) -> dict[str, Any]:
     }
     if getattr(view, "is_public", False):
         result["security"] = []
-    if body is not None:
+    if declared.body is not None:
         result["requestBody"] = {
-            "required": endpoint not in OPTIONAL_BODIES,
-            "content": {"application/json": {"schema": schema_ref(body)}},
+            "required": not declared.optional_body,
+            "content": {"application/json": {"schema": schema_ref(declared.body)}},
         }
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
         for name in sorted(rule.arguments)
     ]
-    if endpoint in QUERIES:
-        parameters.append({"in": "query", "schema": QUERIES[endpoint]})
+    if declared.query is not None:
+        parameters.append({"in": "query", "schema": declared.query})
     if parameters:
         result["parameters"] = parameters
     return result
 
 
-def documented_rules() -> list[Rule]:
-    """The app's routes that belong in the document: all but static files and pages."""
-    return [rule for rule in current_app.url_map.iter_rules() if rule.endpoint in OPERATIONS]
+def documented_rules() -> list[tuple[Rule, Operation]]:
+    """The app's routes whose views declare an operation, with their declarations."""
+    found = []
+    for rule in current_app.url_map.iter_rules():
+        declared = operation_of(current_app.view_functions[rule.endpoint])
+        if declared is not None:
+            found.append((rule, declared))
+    return found
 
 
 def build_document(title: str) -> dict[str, Any]:
@@ -176,19 +178,21 @@ def build_document(title: str) -> dict[str, Any]:
         if status != 200:
             spec.components.response(
                 f"Error{status}",
-                {"description": description, "content": {"application/json": {"schema": ERROR_ENVELOPE}}},
+                {"description": description, "content": {"application/json": {"schema": error_envelope(status)}}},
             )
+    documented = documented_rules()
     registered = set()
-    for body, data, _ in OPERATIONS.values():
-        for schema in (body, data[0] if isinstance(data, list) else data):
+    for _, declared in documented:
+        data = declared.data
+        for schema in (declared.body, data[0] if isinstance(data, list) else data):
             if isinstance(schema, type) and schema not in registered:
                 spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
                 registered.add(schema)
-    for rule in documented_rules():
+    for rule, declared in documented:
         methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
         spec.path(
             path=openapi_path(rule),
-            operations={method.lower(): operation(rule.endpoint, rule, method) for method in methods},
+            operations={method.lower(): operation(rule.endpoint, rule, declared) for method in methods},
         )
     document = spec.to_dict()
     document["security"] = [{SECURITY_SCHEME: []}]
@@ -197,6 +201,7 @@ def build_document(title: str) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 @public
+@documented(data=DOCUMENT, uses_database=False)
 def openapi_document() -> ResponseReturnValue:
     """This API's OpenAPI 3.1 document."""
     extensions = current_app.extensions

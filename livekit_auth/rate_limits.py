@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from functools import wraps
 from typing import Any, ParamSpec
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from limits import RateLimitItem, parse
 from limits.errors import ConfigurationError, StorageError
@@ -158,6 +158,24 @@ def limit_per_address(
                 rate_limits().count(setting, *scope)
             return response
 
+        setattr(limited, "rate_limited", True)  # the OpenAPI document lists its 429
+        return limited
+
+    return decorate
+
+
+def limit_per_user(
+    setting: str, scope: str
+) -> Callable[[Callable[Params, ResponseReturnValue]], Callable[Params, ResponseReturnValue]]:
+    """Limit the authenticated user's requests to the views that share a scope, to a setting's limit."""
+
+    def decorate(view: Callable[Params, ResponseReturnValue]) -> Callable[Params, ResponseReturnValue]:
+        @wraps(view)
+        def limited(*args: Params.args, **kwargs: Params.kwargs) -> ResponseReturnValue:
+            rate_limits().take(setting, scope, str(g.user.id))
+            return view(*args, **kwargs)
+
+        setattr(limited, "rate_limited", True)
         return limited
 
     return decorate

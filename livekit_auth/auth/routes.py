@@ -8,14 +8,16 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit, clock
+from ..apidoc import FORWARDED, documented
 from ..envelope import success_body, success_response
 from ..errors import ApiError
 from ..extensions import db
 from ..gate import public
 from ..keyring.cache import Holder
 from ..models import ApiKey, User
-from ..rate_limits import limit_per_address, rate_limits
+from ..rate_limits import limit_per_address, limit_per_user
 from ..schemas import (
+    CheckedKeySchema,
     CreatedKeySchema,
     CreateKeySchema,
     IssuedKeySchema,
@@ -35,6 +37,7 @@ from . import services
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 KEY_CREATED = "API key created successfully, Store it securely"
+KEY_ISSUE_SCOPE = "key-issue"  # adding and rotating keys count together against RATELIMIT_KEY_ISSUE
 # What /auth/verify's headers carry unencoded: printable ASCII but the escape character.
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
 
@@ -62,6 +65,7 @@ def issued(key: ApiKey, secret: str) -> dict[str, Any]:
 
 @bp.post("/create-key")
 @public
+@documented(body=CreateKeySchema, data=CreatedKeySchema, statuses=(409,))
 @limit_per_address("RATELIMIT_CREATE_KEY")
 def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
@@ -78,6 +82,7 @@ def create_key() -> ResponseReturnValue:
 
 
 @bp.get("/check-key")
+@documented(data=CheckedKeySchema)
 def check_key() -> ResponseReturnValue:
     """Describe the key the gate has already authenticated.
 
@@ -93,6 +98,7 @@ def check_key() -> ResponseReturnValue:
 
 
 @bp.get("/verify")
+@documented(data=FORWARDED)
 def verify() -> ResponseReturnValue:
     """The gate's answer for a reverse proxy's forward authentication: 204 and who is calling.
 
@@ -121,6 +127,7 @@ def header_value(text: str) -> str:
 
 
 @bp.get("/keys")
+@documented(query=KeyPageSchema, data=[ListedKeySchema])
 def list_keys() -> ResponseReturnValue:
     """The caller's own keys, newest first, a page at a time; never a key or a digest.
 
@@ -142,9 +149,10 @@ def list_keys() -> ResponseReturnValue:
 
 
 @bp.post("/keys")
+@documented(body=NewKeySchema, optional_body=True, data=IssuedKeySchema, statuses=(409,))
+@limit_per_user("RATELIMIT_KEY_ISSUE", KEY_ISSUE_SCOPE)
 def add_key() -> ResponseReturnValue:
     """Issue another key to the caller's user."""
-    rate_limits().take("RATELIMIT_KEY_ISSUE", "key-issue", str(g.user.id))
     fields = load_json_body(NewKeySchema(), optional=True)
     user = db.session.get(User, g.user.id)
     key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key())
@@ -155,9 +163,10 @@ def add_key() -> ResponseReturnValue:
 
 
 @bp.post("/keys/rotate")
+@documented(body=RotateKeySchema, optional_body=True, data=RotatedKeySchema, statuses=(409,))
+@limit_per_user("RATELIMIT_KEY_ISSUE", KEY_ISSUE_SCOPE)
 def rotate_key() -> ResponseReturnValue:
     """Replace the calling key; it keeps working for the grace period, then expires."""
-    rate_limits().take("RATELIMIT_KEY_ISSUE", "key-issue", str(g.user.id))
     fields = load_json_body(RotateKeySchema(), optional=True)
     old = db.session.get(ApiKey, g.api_key.id)
     key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"], acting_key())
@@ -169,6 +178,7 @@ def rotate_key() -> ResponseReturnValue:
 
 @bp.post("/keys/leaked")
 @public
+@documented(body=LeakReportSchema, data=LeakReportResultSchema)
 @limit_per_address("RATELIMIT_LEAK_REPORT")
 def report_leaked_keys() -> ResponseReturnValue:
     """Revoke at once every active key in a list of leaked ones; open to anyone, like a scanner.
@@ -182,6 +192,7 @@ def report_leaked_keys() -> ResponseReturnValue:
 
 
 @bp.delete("/keys/<int:key_id>")
+@documented(data=KeySchema, statuses=(404,))
 def revoke_key(key_id: int) -> ResponseReturnValue:
     """Revoke one of the caller's keys, the calling key included; twice is harmless."""
     key = services.own_key(g.user.id, key_id)

@@ -1,0 +1,54 @@
+"""What a JSON endpoint takes and answers, declared on its route and read by the OpenAPI document.
+
+    @bp.post("/keys")
+    @documented(body=NewKeySchema, data=IssuedKeySchema, optional_body=True)
+    def add_key(): ...
+
+Only what the route itself decides is declared: the statuses that follow from the rest are
+added by openapi.py (401 and 429 from the gate on a route that is not @public, 400/413/415
+from a body, 429 from a rate limit decorator, 500 and 503 everywhere).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from marshmallow import Schema
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+# Answers that are not the envelope around a schema's data.
+DOCUMENT = "the OpenAPI document itself, outside the envelope"
+FORWARDED = "204 and no body: the caller in X-Auth-* headers"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One endpoint's declaration."""
+
+    # The request body's schema, and whether the body may be left out entirely.
+    body: type[Schema] | None = None
+    optional_body: bool = False
+    # The query string's schema.
+    query: type[Schema] | None = None
+    # The success answer's data: a schema, [schema] for a list, None for null, or DOCUMENT/FORWARDED.
+    data: Any = None
+    # Statuses the view itself answers besides the derived ones (404, 409, ...).
+    statuses: tuple[int, ...] = field(default=())
+    # False for a probe that answers without the database: no 503.
+    uses_database: bool = True
+
+
+def documented(**declared: Any) -> Callable[[View], View]:
+    """Declare an endpoint's input, output and own statuses on its view."""
+
+    def mark(view: View) -> View:
+        setattr(view, "operation", Operation(**declared))
+        return view
+
+    return mark
+
+
+def operation_of(view: Callable[..., Any]) -> Operation | None:
+    """The declaration on a view, if it is a documented JSON endpoint."""
+    return getattr(view, "operation", None)
