@@ -1,8 +1,13 @@
-"""What a JSON endpoint takes and answers, declared on its route and read by the OpenAPI document.
+"""What a JSON endpoint takes and answers, declared once on its route.
 
     @bp.post("/keys")
     @documented(body=NewKeySchema, data=IssuedKeySchema, optional_body=True)
-    def add_key(): ...
+    def add_key():
+        fields = request_body()
+        ...
+
+The view loads its input with the schemas it declares (request_body, request_query), and the
+OpenAPI document is built from the same declarations.
 
 Only what the route itself decides is declared: the statuses that follow from the rest are
 added by openapi.py (401 and 429 from the gate on a route that is not @public, 400/413/415
@@ -13,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from flask import current_app, request
 from marshmallow import Schema
+
+from .schemas import load_json_body
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -52,3 +60,24 @@ def documented(**declared: Any) -> Callable[[View], View]:
 def operation_of(view: Callable[..., Any]) -> Operation | None:
     """The declaration on a view, if it is a documented JSON endpoint."""
     return getattr(view, "operation", None)
+
+
+def declared() -> Operation:
+    """The declaration of the view serving the current request."""
+    operation = operation_of(current_app.view_functions[request.endpoint])
+    assert operation is not None, f"{request.endpoint} declares no operation"
+    return operation
+
+
+def request_body() -> dict[str, Any]:
+    """The request's JSON body, loaded with the schema the view declares (or 400, 413, 415)."""
+    operation = declared()
+    assert operation.body is not None, f"{request.endpoint} declares no body"
+    return load_json_body(operation.body(), optional=operation.optional_body)
+
+
+def request_query() -> dict[str, Any]:
+    """The query string, loaded with the schema the view declares (or 400)."""
+    operation = declared()
+    assert operation.query is not None, f"{request.endpoint} declares no query"
+    return operation.query().load(request.args)

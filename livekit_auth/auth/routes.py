@@ -3,12 +3,13 @@
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, current_app, g, request, url_for
+from flask import Blueprint, current_app, g, url_for
 from flask.typing import ResponseReturnValue
+from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit, clock
-from ..apidoc import FORWARDED, documented
+from ..apidoc import FORWARDED, documented, request_body, request_query
 from ..envelope import success_body, success_response
 from ..errors import ApiError
 from ..extensions import db
@@ -29,7 +30,6 @@ from ..schemas import (
     NewKeySchema,
     RotatedKeySchema,
     RotateKeySchema,
-    load_json_body,
     timestamp,
 )
 from . import services
@@ -52,15 +52,15 @@ def acting_key() -> str:
     return audit.by_key(g.api_key.display_prefix)
 
 
-def issued(key: ApiKey, secret: str) -> dict[str, Any]:
-    """A newly issued key with its holder, read before the commit expires the objects."""
-    return {
-        "api_key": secret,
-        **holder(key.user),
-        "id": key.id,
-        "name": key.name,
-        "expires_at": key.expires_at,
-    }
+def issued_answer(message: str, schema: Schema, key: ApiKey, secret: str, **more: Any) -> ResponseReturnValue:
+    """Commit a newly issued key and answer it with its holder, read before the commit expires them."""
+    db.session.flush()
+    data = schema.dump({
+        "api_key": secret, **holder(key.user), "id": key.id, "name": key.name, "expires_at": key.expires_at,
+        **more,
+    })
+    db.session.commit()
+    return success_response(message, data)
 
 
 @bp.post("/create-key")
@@ -69,7 +69,7 @@ def issued(key: ApiKey, secret: str) -> dict[str, Any]:
 @limit_per_address("RATELIMIT_CREATE_KEY")
 def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
-    fields = load_json_body(CreateKeySchema())
+    fields = request_body()
     user = services.register_user(fields["user_name"], fields["user_email"], fields["org_name"])
     _, secret = services.issue_key(user, user.created_at, audit.API)
     data = CreatedKeySchema().dump({"api_key": secret, **holder(user)})
@@ -133,7 +133,7 @@ def list_keys() -> ResponseReturnValue:
 
     While more keys remain, a Link header (RFC 8288) names the next page: rel="next".
     """
-    page = KeyPageSchema().load(request.args)
+    page = request_query()
     limit = page["limit"]
     found = services.user_keys(g.user.id, limit + 1, page["before"])
     listed = found[:limit]
@@ -153,13 +153,10 @@ def list_keys() -> ResponseReturnValue:
 @limit_per_user("RATELIMIT_KEY_ISSUE", KEY_ISSUE_SCOPE)
 def add_key() -> ResponseReturnValue:
     """Issue another key to the caller's user."""
-    fields = load_json_body(NewKeySchema(), optional=True)
+    fields = request_body()
     user = db.session.get(User, g.user.id)
     key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key())
-    db.session.flush()
-    data = IssuedKeySchema().dump(issued(key, secret))
-    db.session.commit()
-    return success_response(KEY_CREATED, data)
+    return issued_answer(KEY_CREATED, IssuedKeySchema(), key, secret)
 
 
 @bp.post("/keys/rotate")
@@ -167,13 +164,11 @@ def add_key() -> ResponseReturnValue:
 @limit_per_user("RATELIMIT_KEY_ISSUE", KEY_ISSUE_SCOPE)
 def rotate_key() -> ResponseReturnValue:
     """Replace the calling key; it keeps working for the grace period, then expires."""
-    fields = load_json_body(RotateKeySchema(), optional=True)
+    fields = request_body()
     old = db.session.get(ApiKey, g.api_key.id)
     key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"], acting_key())
-    db.session.flush()
-    data = RotatedKeySchema().dump({**issued(key, secret), "previous_key_expires_at": old.expires_at})
-    db.session.commit()
-    return success_response("API key rotated, Store the new key securely", data)
+    return issued_answer("API key rotated, Store the new key securely", RotatedKeySchema(), key, secret,
+                         previous_key_expires_at=old.expires_at)
 
 
 @bp.post("/keys/leaked")
@@ -185,7 +180,7 @@ def report_leaked_keys() -> ResponseReturnValue:
 
     Holding a key already lets anyone revoke it, so this grants no new power, only speed.
     """
-    fields = load_json_body(LeakReportSchema())
+    fields = request_body()
     revoked = services.revoke_leaked(fields["keys"], clock.now())
     db.session.commit()
     return success_response("Leaked keys revoked", LeakReportResultSchema().dump({"revoked": revoked}))
