@@ -15,14 +15,11 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +35,7 @@ sys.path.insert(0, str(PROJECT))
 from livekit_auth import keys  # noqa: E402
 from livekit_auth.config import database_url  # noqa: E402
 from livekit_auth.models import ApiKey, User  # noqa: E402
+from tests.support import LiveServer, live_server  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
 LUA = PROJECT / "bench" / "wrk"
@@ -143,69 +141,23 @@ def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
     return paths
 
 
-@dataclass
-class Server:
-    """A running gunicorn and what it needs to be measured."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def worker_pids(self) -> list[int]:
-        """The worker processes under the master."""
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
-
-    def worker_rss_mb(self) -> list[float]:
-        """Resident memory of each worker, in MB."""
-        sizes = []
-        for pid in self.worker_pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
-        return sizes
+def worker_rss_mb(server: LiveServer) -> list[float]:
+    """Resident memory of each of a server's workers, in MB."""
+    sizes = []
+    for pid in server.worker_pids():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes
 
 
-def free_port() -> int:
-    """A port nobody listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def serve(url: str, workdir: Path, command: list[str] | None = None, **settings: str):
+    """Our app through boot.sh (the production path), or another command, with the production defaults.
 
-
-@contextmanager
-def serve(url: str, workdir: Path, command: list[str] | None = None, **settings: str) -> Iterator[Server]:
-    """Start boot.sh (the production path), or another command, on a free port; stop it by its PID."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **PRODUCTION,
-        **settings,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS),
-        "SECRET_KEY": "bench-secret", "XDG_RUNTIME_DIR": str(workdir),
-    }
-    log = open(workdir / f"gunicorn-{port}.log", "wb")
-    process = subprocess.Popen(command or [str(PROJECT / "boot.sh")], cwd=PROJECT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{server.url}/health", timeout=1).ok and len(server.worker_pids()) == WORKERS:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or a worker still booting
-            if time.monotonic() > deadline or process.poll() is not None:
-                log.flush()
-                tail = Path(log.name).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the server did not start:\n{tail}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+    The servers start as the tests start theirs (tests/support.py).
+    """
+    return live_server(url, workdir, workers=WORKERS, command=command,
+                       **{**PRODUCTION, "SECRET_KEY": "bench-secret", **settings})
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -230,7 +182,7 @@ def postgres_pids() -> list[int]:
 class Revoker:
     """A second client that revokes spare keys, each with itself, at a steady rate while it runs."""
 
-    def __init__(self, server: Server, spare: Iterator[int]) -> None:
+    def __init__(self, server: LiveServer, spare: Iterator[int]) -> None:
         self.server = server
         self.spare = spare
         self.revoked = 0
@@ -259,7 +211,7 @@ class Revoker:
                 self.revoked += 1
 
 
-def cache_results(server: Server) -> dict[str, float]:
+def cache_results(server: LiveServer) -> dict[str, float]:
     """livekit_auth_key_cache_total by result, added up over the server's workers."""
     text = requests.get(f"{server.url}/metrics", timeout=10,
                         headers={"Authorization": f"Bearer {PRODUCTION['METRICS_TOKEN']}"}).text
@@ -270,7 +222,7 @@ def cache_results(server: Server) -> dict[str, float]:
     return counts
 
 
-def wrk(server: Server, endpoint: str, seconds: int, key_files: dict[str, Path],
+def wrk(server: LiveServer, endpoint: str, seconds: int, key_files: dict[str, Path],
         spare: Iterator[int] = iter(())) -> dict[str, Any]:
     """One wrk run at one endpoint; its figures as wrk's done() hook reports them.
 
@@ -371,7 +323,7 @@ def run_backend(
             serve(url, workdir, **redis_limits) as redis_server:
         servers = {"floor": floor, "check_one_redis": redis_server}
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
-        result.rss["after_warmup_mb"] = server.worker_rss_mb()
+        result.rss["after_warmup_mb"] = worker_rss_mb(server)
         checks = 0
         for round_number in range(rounds):
             for endpoint in ENDPOINTS:
@@ -385,7 +337,7 @@ def run_backend(
         while checks < memory_checks:
             checks += wrk(server, "check_cold", seconds, key_files)["requests"]
         result.rss["after_checks"] = checks
-        result.rss["after_checks_mb"] = server.worker_rss_mb()
+        result.rss["after_checks_mb"] = worker_rss_mb(server)
     result.reach = revocation_reach(url, workdir, spare)
     result.in_process = in_process_costs(url, workdir, min(count, 20_000))
     result.uncached = {count: cold_without_cache(url, workdir, seconds, rounds, key_files)}

@@ -85,23 +85,32 @@ def free_port() -> int:
 
 @dataclass
 class LiveServer:
-    """A gunicorn started through boot.sh, as `make run` starts it."""
+    """A gunicorn started through boot.sh, as `make run` starts it (or another command)."""
 
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
     database_url: str
+    workers: int
 
     def log(self) -> str:
         """Everything gunicorn and the app have written so far."""
         return self.log_path.read_text(errors="replace")
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes under gunicorn's master."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
 
 @contextmanager
 def live_server(
-    database_url: str, workdir: Path, workers: int = 2, **environment: str
+    database_url: str, workdir: Path, workers: int = 2, command: list[str] | None = None, **environment: str
 ) -> Iterator[LiveServer]:
-    """Run boot.sh (migrations, then gunicorn) on a free port; stop it by its PID."""
+    """Run boot.sh (migrations, then gunicorn), or another command, on a free port; stop it by its PID.
+
+    The tests and make bench both start their servers here.
+    """
     port = free_port()
     log_path = workdir / f"gunicorn-{port}.log"
     env = {
@@ -117,9 +126,10 @@ def live_server(
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(PROJECT_ROOT / "boot.sh")], env=env, stdout=log, stderr=subprocess.STDOUT
+            command or [str(PROJECT_ROOT / "boot.sh")], cwd=PROJECT_ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, database_url)
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, database_url, workers)
     try:
         wait_until_serving(server)
         yield server
@@ -127,19 +137,24 @@ def live_server(
         stop(process)
 
 
+class ServerDidNotStart(RuntimeError):
+    """The server exited, or did not answer in time; the message holds its log."""
+
+
 def wait_until_serving(server: LiveServer, seconds: float = 60) -> None:
-    """Poll /health until it answers, or fail with the server's log."""
+    """Poll /health until it answers and every worker has booted, or fail with the server's log."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log()}")
+            raise ServerDidNotStart(f"the server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/health", timeout=2).status_code == 200:
+            if (requests.get(f"{server.url}/health", timeout=2).status_code == 200
+                    and len(server.worker_pids()) == server.workers):
                 return
         except (requests.ConnectionError, requests.Timeout):
             pass  # not listening yet, or a worker still booting
         time.sleep(0.1)
-    pytest.fail(f"the server did not answer within {seconds} s:\n{server.log()}")
+    raise ServerDidNotStart(f"the server did not answer within {seconds} s:\n{server.log()}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

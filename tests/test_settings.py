@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from livekit_auth import create_app
 from livekit_auth.config import SettingError, load_or_create_secret_key
 
 from .support import PROJECT_ROOT, free_port
@@ -75,3 +76,8 @@ def test_an_empty_secret_key_file_is_refused_with_what_to_do(tmp_path) -> None:
     (tmp_path / "secret_key").write_text("\n")
     with pytest.raises(SettingError, match="secret_key is empty: delete it"):
         load_or_create_secret_key(str(tmp_path))
+
+
+def test_production_refuses_to_start_without_a_secret_key(database_uri) -> None:
+    with pytest.raises(SettingError, match="SECRET_KEY"):
+        create_app({"SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": None, "ENVIRONMENT": "production"})
