@@ -50,15 +50,17 @@ SCRIPTS = {
     "floor": ("report.lua", "/health"),
     "health": ("report.lua", "/health"),
     "create_key": ("create_key.lua", "/auth/create-key"),
+    "verify_one": ("keys.lua", "/auth/verify"),
 }
 # check_one sends one key over and over: always cached, it is the floor of any authenticated
 # request (the x-api-key header, the gate, a larger answer), whatever the cache's hit rate.
 # check_one_redis does the same against a server whose limits count in Redis.
 # check_hot_churn is check_hot while a second client revokes REVOCATIONS_PER_SECOND other keys:
 # each revocation must evict only its own key from the workers' caches.
-ENDPOINTS = ["floor", "health", "check_one", "check_one_redis", "check_hot", "check_hot_churn",
+# verify_one is check_one against /auth/verify, the forward-authentication answer.
+ENDPOINTS = ["floor", "health", "check_one", "verify_one", "check_one_redis", "check_hot", "check_hot_churn",
              "check_cold", "check_unknown", "check_malformed", "create_key"]
-KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot"}
+KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot", "verify_one": "check_one"}
 REVOCATIONS_PER_SECOND = 10
 # The production defaults, as make run serves them. Only the two limits that one load generator
 # on one address would trip at once are raised, never switched off.
@@ -233,7 +235,7 @@ def wrk(server: LiveServer, endpoint: str, seconds: int, key_files: dict[str, Pa
     env = {**os.environ, "KEYS_FILE": str(key_files.get(KEY_FILES.get(endpoint, endpoint), ""))}
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(LUA / script), server.url + path]
     workers = server.worker_pids()
-    checks = endpoint.startswith("check")
+    checks = endpoint.startswith(("check", "verify"))
     cache_before = cache_results(server) if checks else {}
     workers_before, pg_before = cpu_seconds(workers), cpu_seconds(postgres_pids())
     started = time.perf_counter()
