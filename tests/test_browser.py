@@ -82,7 +82,7 @@ def test_log_in_find_a_user_revoke_their_key_and_log_out(server, browser: Browse
     expect(page.locator(".badge").first).to_have_text("revoked")
     expect(page.locator(".facts")).to_contain_text("by ops@example.com")
 
-    time.sleep(0.6)  # every worker drops its cached keys within 0.5 s of a change
+    time.sleep(0.6)  # every worker evicts a changed key within 0.5 s (at once within one server)
     for _ in range(4):
         answer = requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": victim}, timeout=10)
         assert answer.status_code == 401
