@@ -2,8 +2,9 @@
 
 A worker's Keyring owns everything a check touches: the cache of keys seen lately, the held
 connection that reads a key not in it, the signal that tells the workers of a server that a
-key changed, the changes feed that says which, the notes of last use, and the throttle on failed checks per address. The gate hands it the header; it answers a KnownKey
-or raises one of the refusals below, which the error handlers turn into statuses.
+key changed, the changes feed that says which, the notes of last use, and the throttle on
+failed checks per address. The gate hands it the header; it answers a KnownKey or raises one
+of the refusals below, which the error handlers turn into statuses.
 """
 
 import hmac
@@ -100,6 +101,8 @@ class Keyring:
         """
         wanted = None if presented is None else keys.digest(presented)
         known = self.cached(wanted)
+        if known is not None:
+            count_key_cache("hit")
         now = clock.now()
         if known is None or known.status(now) is not KeyStatus.ACTIVE:
             self.throttle(address)
@@ -109,8 +112,6 @@ class Keyring:
                 self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
                 count_key_check(refusal.outcome)
                 raise
-        else:
-            count_key_cache("hit")
         self.usage.note(known, now)
         count_key_check("valid")
         return known
@@ -142,8 +143,6 @@ class Keyring:
             raise MissingKey()
         if cached is None and not keys.is_well_formed(presented):
             raise InvalidKey()
-        if cached is not None:
-            count_key_cache("hit")
         known = cached
         if known is None:
             self.cache.sync(self.read_changes)  # so that what is read now is not evicted as stale
