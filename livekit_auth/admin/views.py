@@ -321,7 +321,7 @@ def issue() -> ResponseReturnValue:
 @bp.route("/users/<int:user_id>/revoke-all", methods=["GET", "POST"])
 def revoke_all(user_id: int) -> ResponseReturnValue:
     """Confirm with the number of keys at stake, then revoke every active key of a user."""
-    user = db.session.get(User, user_id) if 0 < user_id <= services.MAX_KEY_ID else None
+    user = services.user_by_id(user_id)
     if user is None:
         abort(404)
     form = ConfirmForm()

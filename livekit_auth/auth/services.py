@@ -19,7 +19,7 @@ from ..models import ApiKey, KeyRequestCount, KeyStatus, User, canonical_email, 
 
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
-MAX_KEY_ID = 2**31 - 1  # the largest INTEGER PostgreSQL stores
+MAX_ID = 2**31 - 1  # the largest id an INTEGER column of PostgreSQL stores
 
 
 def issue_key(
@@ -155,9 +155,16 @@ def rotate_key(
 
 def key_by_id(key_id: int) -> ApiKey | None:
     """A key by id; an id past the column's range names no key rather than failing."""
-    if not 0 < key_id <= MAX_KEY_ID:
+    if not 0 < key_id <= MAX_ID:
         return None
     return db.session.get(ApiKey, key_id)
+
+
+def user_by_id(user_id: int) -> User | None:
+    """A user by id; an id past the column's range names no user rather than failing."""
+    if not 0 < user_id <= MAX_ID:
+        return None
+    return db.session.get(User, user_id)
 
 
 def own_key(user_id: int, key_id: int) -> ApiKey:
