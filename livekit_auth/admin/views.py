@@ -258,7 +258,7 @@ def key_detail(key_id: int) -> ResponseReturnValue:
         key=key,
         chart=daily_chart(services.usage_days(now.date()), [("requests", "checks passed", daily)]),
         requests_30d=sum(daily),
-        active_count=len(services.active_keys(owner.id, now)),
+        active_count=services.count_active(owner.id, now),
         owner=owner,
         others=others[: queries.PAGE_SIZE],
         more_others=len(others) > queries.PAGE_SIZE,
@@ -327,7 +327,7 @@ def revoke_all(user_id: int) -> ResponseReturnValue:
     form = ConfirmForm()
     now = clock.now()
     if request.method == "GET":
-        count = len(services.active_keys(user.id, now))
+        count = services.count_active(user.id, now)
         return render_template("admin/confirm_revoke_all.html", user=user, count=count, form=form)
     revoked = services.revoke_all(user.id, g.admin_email, now)
     db.session.commit()
