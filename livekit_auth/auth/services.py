@@ -5,7 +5,7 @@ Functions stage changes in the session; the caller commits once.
 
 from collections.abc import Collection
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import delete, func, or_, select, update
@@ -20,6 +20,7 @@ from ..models import ApiKey, KeyRequestCount, KeyStatus, User, canonical_email, 
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
 MAX_ID = 2**31 - 1  # the largest id an INTEGER column of PostgreSQL stores
+Row = TypeVar("Row", ApiKey, User)
 
 
 def issue_key(
@@ -153,18 +154,21 @@ def rotate_key(
     return new, secret
 
 
-def key_by_id(key_id: int) -> ApiKey | None:
-    """A key by id; an id past the column's range names no key rather than failing."""
-    if not 0 < key_id <= MAX_ID:
+def stored(model: type[Row], row_id: int) -> Row | None:
+    """A row by id; an id past the column's range names no row rather than failing."""
+    if not 0 < row_id <= MAX_ID:
         return None
-    return db.session.get(ApiKey, key_id)
+    return db.session.get(model, row_id)
+
+
+def key_by_id(key_id: int) -> ApiKey | None:
+    """A key by id, or None."""
+    return stored(ApiKey, key_id)
 
 
 def user_by_id(user_id: int) -> User | None:
-    """A user by id; an id past the column's range names no user rather than failing."""
-    if not 0 < user_id <= MAX_ID:
-        return None
-    return db.session.get(User, user_id)
+    """A user by id, or None."""
+    return stored(User, user_id)
 
 
 def own_key(user_id: int, key_id: int) -> ApiKey:
