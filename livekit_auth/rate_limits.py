@@ -90,15 +90,13 @@ class RateLimits:
 
     def take(self, setting: str, *scope: str) -> None:
         """Count one request under a limit; raise RateLimited when it went past the limit."""
-        limit = self.limits[setting]
-        if self.enabled and not self.ask(lambda: self.windows.hit(limit, self.prefix, *scope), True):
-            raise self.refusal(limit, scope)
+        if not self.count(setting, *scope):
+            raise self.refusal(self.limits[setting], scope)
 
-    def count(self, setting: str, *scope: str) -> None:
-        """Count one request under a limit, whatever the room left."""
+    def count(self, setting: str, *scope: str) -> bool:
+        """Count one request under a limit, whatever the room left; whether it was within it."""
         limit = self.limits[setting]
-        if self.enabled:
-            self.ask(lambda: self.windows.hit(limit, self.prefix, *scope), True)
+        return not self.enabled or self.ask(lambda: self.windows.hit(limit, self.prefix, *scope), True)
 
     def refusal(self, limit: RateLimitItem, scope: tuple[str, ...]) -> RateLimited:
         """The refusal of a scope out of room, with the seconds until its window ends."""
