@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Update, bindparam, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import InstrumentedAttribute
 
 from .cache import KnownKey
 from ..models import ApiKey, KeyRequestCount, KeyUseCount
@@ -46,24 +47,18 @@ FIRST_USE_OF_DAY = recording_update(
 LATER_USE = recording_update(ApiKey.last_used_at < bindparam("threshold"))
 
 
-def count_keys_used(connection: Connection, day: date, keys_used: int) -> None:
-    """Add keys to a day's count of keys used, creating the day's row if needed."""
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(KeyUseCount).values(day=day, keys_used=keys_used)
-    connection.execute(statement.on_conflict_do_update(
-        index_elements=[KeyUseCount.day],
-        set_={"keys_used": KeyUseCount.keys_used + statement.excluded.keys_used},
-    ))
+def add_up(connection: Connection, total: InstrumentedAttribute[int], rows: list[dict[str, Any]]) -> None:
+    """Add each row's number to a counting column, creating the rows that are missing.
 
-
-def add_request_counts(connection: Connection, counts: list[dict[str, Any]]) -> None:
-    """Add requests to keys' daily counts, creating the rows that are missing."""
+    The table's primary key tells the rows apart; each row names it and the number to add.
+    """
     insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(KeyRequestCount)
+    table = total.class_.__table__
+    statement = insert(table)
     connection.execute(statement.on_conflict_do_update(
-        index_elements=[KeyRequestCount.key_id, KeyRequestCount.day],
-        set_={"requests": KeyRequestCount.requests + statement.excluded.requests},
-    ), counts)
+        index_elements=list(table.primary_key.columns),
+        set_={total.key: total + statement.excluded[total.key]},
+    ), rows)
 
 
 class UsageRecorder:
@@ -137,8 +132,8 @@ class UsageRecorder:
             with self.engine.begin() as connection:
                 for day, uses in first_uses.items():
                     counted = connection.execute(FIRST_USE_OF_DAY, uses).rowcount
-                    if counted:
-                        count_keys_used(connection, day, counted)
+                    if counted:  # a day's count of keys used
+                        add_up(connection, KeyUseCount.keys_used, [{"day": day, "keys_used": counted}])
                     if counted < len(uses):
                         later_uses += uses  # some were used today already: record them as later uses
                 if later_uses:
@@ -160,6 +155,6 @@ class UsageRecorder:
                   for (key_id, day), number in sorted(requests.items())]
         try:
             with self.engine.begin() as connection:
-                add_request_counts(connection, counts)
+                add_up(connection, KeyRequestCount.requests, counts)
         except DBAPIError as error:
             logger.warning("requests of %d keys not counted: %s", len(counts), type(error).__name__)
