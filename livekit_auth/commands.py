@@ -110,7 +110,7 @@ def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
 
 def minute(moment: datetime | None) -> str:
     """A time to the minute for the table, or - for none."""
-    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+    return "-" if moment is None else clock.to_the_minute(moment)
 
 
 @keys_cli.command("revoke")
