@@ -12,6 +12,7 @@ whole episode, and every failure is counted in livekit_auth_limit_store_errors_t
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from functools import wraps
@@ -31,6 +32,8 @@ from .metrics import LIMIT_STORE_ERRORS
 logger = logging.getLogger(__name__)
 STORE_TIMEOUT_SECONDS = 0.1
 STORE_RETRY_SECONDS = 5.0
+# How often a worker's memory:// store drops the counts of windows that have ended.
+SWEEP_SECONDS = 60.0
 LIMIT_SETTINGS = (
     "RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN", "RATELIMIT_KEY_ISSUE",
     "RATELIMIT_LEAK_REPORT",
@@ -57,8 +60,65 @@ def parse_limit(setting: str, value: str) -> RateLimitItem:
         ) from error
 
 
+class WorkerMemoryStorage(Storage):
+    """memory://: the fixed windows' counts in this worker's memory.
+
+    limits' own MemoryStorage drops ended windows from a timer thread, which it starts again
+    up to every 10 ms while counts are being added (every refused key, under load); starting
+    it and its wake-ups take the interpreter from the request being served. Here the counts
+    of ended windows are swept on the request path instead, at most every SWEEP_SECONDS.
+    """
+
+    base_exceptions = ValueError
+
+    def __init__(self) -> None:
+        super().__init__(wrap_exceptions=True)
+        self.counts: dict[str, tuple[int, float]] = {}  # key: (count, when its window ends)
+        self.lock = threading.Lock()
+        self.swept_at = time.time()
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add to a key's count, opening a window of `expiry` seconds when none is running."""
+        now = time.time()
+        with self.lock:
+            if now - self.swept_at >= SWEEP_SECONDS:
+                self.counts = {name: entry for name, entry in self.counts.items() if entry[1] > now}
+                self.swept_at = now
+            count, window_ends = self.counts.get(key, (0, now))
+            if window_ends <= now:
+                count, window_ends = 0, now + expiry
+            self.counts[key] = (count + amount, window_ends)
+        return count + amount
+
+    def get(self, key: str) -> int:
+        """A key's count in its running window; 0 when none is running."""
+        count, window_ends = self.counts.get(key, (0, 0.0))
+        return count if window_ends > time.time() else 0
+
+    def get_expiry(self, key: str) -> float:
+        """When a key's window ends."""
+        return self.counts.get(key, (0, time.time()))[1]
+
+    def check(self) -> bool:
+        """Memory always answers."""
+        return True
+
+    def reset(self) -> int:
+        """Forget every count; how many there were."""
+        with self.lock:
+            forgotten, self.counts = len(self.counts), {}
+        return forgotten
+
+    def clear(self, key: str) -> None:
+        """Forget a key's count."""
+        with self.lock:
+            self.counts.pop(key, None)
+
+
 def open_store(uri: str) -> Storage:
     """The limit store a URI names; a Redis one gives up on any call after STORE_TIMEOUT_SECONDS."""
+    if uri.partition("//")[0] == "memory:":
+        return WorkerMemoryStorage()
     options: dict[str, Any] = {"wrap_exceptions": True}
     if uri.startswith(("redis://", "rediss://", "redis+unix://")):
         options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)

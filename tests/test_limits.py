@@ -1,6 +1,7 @@
 """Rate limits: per client address, from the environment, shared across workers through Redis."""
 
 import socket
+import threading
 import time
 import uuid
 
@@ -286,3 +287,33 @@ def test_issuing_keys_is_limited_per_user_for_adding_and_rotating_together(limit
     envelope_error(issue("/auth/keys", key), 429, "Too many requests (limit: 3 per 1 hour); try again later")
     envelope_error(issue("/auth/keys/rotate", rotated.json["data"]["api_key"]), 429)
     assert issue("/auth/keys", other).status_code == 200  # counted per user
+
+
+def test_memory_store_counts_a_fixed_window_and_starts_again_when_it_ends(monkeypatch) -> None:
+    store = rate_limits.open_store("memory://")
+    now = [1000.0]
+    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
+    assert [store.incr("k", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.get("k") == 3 and store.get("other") == 0
+    assert store.get_expiry("k") == 1060.0
+    now[0] = 1059.9
+    assert store.incr("k", 60) == 4
+    now[0] = 1060.0  # the window has ended: a new one starts with this count
+    assert store.get("k") == 0
+    assert store.incr("k", 60) == 1 and store.get_expiry("k") == 1120.0
+    store.clear("k")
+    assert store.get("k") == 0
+
+
+def test_memory_store_sweeps_ended_windows_without_a_thread(monkeypatch) -> None:
+    threads = threading.active_count()
+    store = rate_limits.open_store("memory://")
+    now = [1000.0]
+    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
+    store.swept_at = now[0]
+    for address in range(500):
+        store.incr(f"address-{address}", 60)
+    assert threading.active_count() == threads
+    now[0] += rate_limits.SWEEP_SECONDS
+    store.incr("late", 60)
+    assert list(store.counts) == ["late"]
