@@ -15,6 +15,7 @@ from livekit_auth import clock, create_app
 from livekit_auth.config import database_url
 from livekit_auth.admin.accounts import hash_password
 from livekit_auth.extensions import db
+from livekit_auth.keyring.reader import KeyReader, PreparedRead
 from livekit_auth.models import Admin
 
 from .support import (
@@ -121,13 +122,20 @@ def api(client: FlaskClient) -> ApiActions:
 
 
 @pytest.fixture
-def statements(app: Flask) -> Iterator[list[str]]:
-    """Every SQL statement the app sends while the test runs."""
+def statements(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every SQL statement the app sends while the test runs: SQLAlchemy's, and the key reader's."""
     seen: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.append(statement)
 
+    read = KeyReader.read
+
+    def record_read(reader: KeyReader, prepared: PreparedRead, parameters: Any) -> Any:
+        seen.append(prepared.sql)
+        return read(reader, prepared, parameters)
+
+    monkeypatch.setattr(KeyReader, "read", record_read)
     with app.app_context():
         engine = db.engine
     sa.event.listen(engine, "before_cursor_execute", record)

@@ -1,10 +1,14 @@
 """Key look-ups run on one connection each worker holds open, and survive its loss."""
 
+from datetime import datetime, timezone
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import column, literal, select, table, text
 from sqlalchemy.exc import DBAPIError
 
 from livekit_auth.extensions import db
+from livekit_auth.keyring import LOOK_UP
+from livekit_auth.models import ApiKey, User
 
 
 def check_uncached(app, api, key: str) -> int:
@@ -15,7 +19,7 @@ def check_uncached(app, api, key: str) -> int:
 
 def backend_pid(app) -> int:
     """The PostgreSQL server process behind the key reader's held connection."""
-    return app.extensions["keyring"].reader.connection.connection.driver_connection.info.backend_pid
+    return app.extensions["keyring"].reader.connection.dbapi_connection.info.backend_pid
 
 
 def require_postgresql(database_uri: str) -> None:
@@ -59,7 +63,21 @@ def test_a_check_succeeds_after_postgresql_ended_the_held_connection(app, api, d
 def test_a_failed_read_lets_the_connection_go_and_the_next_read_opens_another(app) -> None:
     reader = app.extensions["keyring"].reader
     with pytest.raises(DBAPIError):
-        reader.first(text("SELECT * FROM no_such_table"))
+        reader.first(select(column("x")).select_from(table("no_such_table")))
     assert reader.connection is None
-    assert reader.first(text("SELECT 1 AS one")).one == 1
+    assert reader.first(select(literal(1))) == (1,)
     assert reader.connection is not None
+
+
+def test_a_look_up_reads_what_the_orm_reads(app, api) -> None:
+    api.new_key(org_name="Ünïcode Org")
+    with app.app_context():
+        key, user = db.session.execute(select(ApiKey, User).join(User)).one()
+        key.expires_at = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+        key.last_used_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        db.session.commit()
+        expected = (key.id, user.id, key.digest, key.display_prefix, key.created_at, key.expires_at,
+                    key.revoked_at, key.last_used_at, user.name, user.email, user.org_name)
+    assert app.extensions["keyring"].reader.first(LOOK_UP, {"digest": key.digest}) == expected
+    assert all(expected[position].tzinfo is not None for position in (4, 5, 7))  # as UTCDateTime reads them
+    assert app.extensions["keyring"].reader.first(LOOK_UP, {"digest": "0" * 64}) is None

@@ -170,7 +170,7 @@ class Keyring:
     def read_version(self) -> int:
         """The current version of the keys, which moves with every change."""
         row = self.reader.first(KEY_VERSION)
-        return 0 if row is None else row.version
+        return 0 if row is None else row[0]
 
     def read_changes(self, since: int | None) -> Changes:
         """The keys' version now, and the digests changed since a version.
@@ -185,8 +185,8 @@ class Keyring:
         if since is None or not since < version <= since + FEED_VERSIONS:
             return Changes(version, None)
         rows = self.reader.all(CHANGED_SINCE, {"since": since, "until": version})
-        digests = {row.digest for row in rows}
-        if len({row.version for row in rows}) != version - since or ALL_KEYS in digests:
+        digests = {digest for _, digest in rows}
+        if len({changed for changed, _ in rows}) != version - since or ALL_KEYS in digests:
             return Changes(version, None)
         return Changes(version, digests)
 
