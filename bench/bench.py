@@ -143,12 +143,17 @@ def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
     return paths
 
 
-def worker_rss_mb(server: LiveServer) -> list[float]:
-    """Resident memory of each of a server's workers, in MB."""
+def worker_rss_mb(server: LiveServer, field: str = "VmRSS") -> list[float]:
+    """Resident memory of each of a server's workers, in MB: all of it (VmRSS), or a part of it.
+
+    RssAnon is the worker's own memory; VmRSS also counts the pages of files it maps and has
+    touched (SQLite's database file), which the operating system's file cache holds once for
+    every process.
+    """
     sizes = []
     for pid in server.worker_pids():
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 sizes.append(int(line.split()[1]) / 1024)
     return sizes
 
@@ -326,6 +331,7 @@ def run_backend(
         servers = {"floor": floor, "check_one_redis": redis_server}
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
         result.rss["after_warmup_mb"] = worker_rss_mb(server)
+        result.rss["after_warmup_own_mb"] = worker_rss_mb(server, "RssAnon")
         checks = 0
         for round_number in range(rounds):
             for endpoint in ENDPOINTS:
@@ -340,6 +346,7 @@ def run_backend(
             checks += wrk(server, "check_cold", seconds, key_files)["requests"]
         result.rss["after_checks"] = checks
         result.rss["after_checks_mb"] = worker_rss_mb(server)
+        result.rss["after_checks_own_mb"] = worker_rss_mb(server, "RssAnon")
     result.reach = revocation_reach(url, workdir, spare)
     result.in_process = in_process_costs(url, workdir, min(count, 20_000))
     result.uncached = {count: cold_without_cache(url, workdir, seconds, rounds, key_files)}
@@ -422,7 +429,9 @@ def print_table(results: list[Backend]) -> None:
               f"cold check without the key cache: {large:.0f} rps at {backend.keys:,} keys, "
               f"{small:.0f} rps at 1,000 keys (ratio {large / small:.2f}); "
               f"worker RSS {['%.1f' % m for m in backend.rss['after_warmup_mb']]} MB after warm-up, "
-              f"{['%.1f' % m for m in backend.rss['after_checks_mb']]} MB after {backend.rss['after_checks']:,} checks")
+              f"{['%.1f' % m for m in backend.rss['after_checks_mb']]} MB after {backend.rss['after_checks']:,} checks; "
+              f"of it the workers' own (RssAnon) {['%.1f' % m for m in backend.rss['after_warmup_own_mb']]} MB, "
+              f"then {['%.1f' % m for m in backend.rss['after_checks_own_mb']]} MB")
 
 
 def save(results: list[Backend], stamp: str, directory: Path) -> tuple[Path, Path]:

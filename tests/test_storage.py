@@ -48,13 +48,14 @@ def test_the_migrations_build_exactly_the_models(app) -> None:
     assert differences == []
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(app, database_uri) -> None:
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_reads_through_a_memory_map(app, database_uri) -> None:
     if not database_uri.startswith("sqlite"):
         pytest.skip("a SQLite setting")
     with app.app_context(), db.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+        assert connection.exec_driver_sql("PRAGMA mmap_size").scalar() >= 2**30
 
 
 def test_a_generated_secret_key_is_private_and_shared_by_every_worker(tmp_path) -> None:
