@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, ParamSpec
 
 from flask import current_app, g, request
@@ -23,7 +23,6 @@ from flask.typing import ResponseReturnValue
 from limits import RateLimitItem, parse
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 from werkzeug.wrappers import Response
 
 from .config import SettingError
@@ -58,6 +57,12 @@ def parse_limit(setting: str, value: str) -> RateLimitItem:
         raise SettingError(
             f"{setting}={value!r} is not a rate limit; write it as '10 per hour' or '60/minute'"
         ) from error
+
+
+@lru_cache(maxsize=4096)
+def store_key(limit: RateLimitItem, prefix: str, scope: tuple[str, ...]) -> str:
+    """The store's key for a scope's window under a limit, as limits names it; the busiest are kept."""
+    return limit.key_for(prefix, *scope)
 
 
 class WorkerMemoryStorage(Storage):
@@ -131,21 +136,28 @@ def open_store(uri: str) -> Storage:
 
 
 class RateLimits:
-    """The app's limits, parsed once, and the fixed windows that count them."""
+    """The app's limits, parsed once, counted in fixed windows in the limit store.
+
+    A window is counted as limits' FixedWindowRateLimiter counts it (a request fits while the
+    window's count is below the limit), on the store directly, with each scope's store key
+    built once: a refused key asks and counts under the same one.
+    """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.enabled = bool(config["RATELIMIT_ENABLED"])
         self.prefix = config["RATELIMIT_KEY_PREFIX"]
         self.limits = {name: parse_limit(name, config[name]) for name in LIMIT_SETTINGS}
         self.store = open_store(config["RATELIMIT_STORAGE_URI"])
-        self.windows = FixedWindowRateLimiter(self.store)
         self.resting_until = float("-inf")
         self.failing = False
 
     def check(self, setting: str, *scope: str) -> None:
         """Raise RateLimited when the scope has no room left under a limit; count nothing."""
         limit = self.limits[setting]
-        if self.enabled and not self.ask(lambda: self.windows.test(limit, self.prefix, *scope), True):
+        if not self.enabled:
+            return
+        key = store_key(limit, self.prefix, scope)
+        if not self.ask(lambda: self.store.get(key) < limit.amount, True):
             raise self.refusal(limit, scope)
 
     def take(self, setting: str, *scope: str) -> None:
@@ -156,11 +168,14 @@ class RateLimits:
     def count(self, setting: str, *scope: str) -> bool:
         """Count one request under a limit, whatever the room left; whether it was within it."""
         limit = self.limits[setting]
-        return not self.enabled or self.ask(lambda: self.windows.hit(limit, self.prefix, *scope), True)
+        if not self.enabled:
+            return True
+        key = store_key(limit, self.prefix, scope)
+        return self.ask(lambda: self.store.incr(key, limit.get_expiry()) <= limit.amount, True)
 
     def refusal(self, limit: RateLimitItem, scope: tuple[str, ...]) -> RateLimited:
         """The refusal of a scope out of room, with the seconds until its window ends."""
-        key = limit.key_for(self.prefix, *scope)
+        key = store_key(limit, self.prefix, scope)
         window_ends = self.ask(lambda: self.store.get_expiry(key), time.time() + limit.get_expiry())
         return RateLimited(limit, max(1, math.ceil(window_ends - time.time())))
 
