@@ -23,7 +23,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+class SessionWhereOpened(SQLAlchemy):
+    """Flask-SQLAlchemy, removing a request's session only where the request opened one.
+
+    Its own teardown removes the session unconditionally: for the API requests that never
+    open one (a cached key, the probes) that is two scope look-ups and a KeyError raised and
+    caught, on every request.
+    """
+
+    def _teardown_session(self, exc: BaseException | None) -> None:
+        """Close and forget the ending context's session, if it has one."""
+        if self.session.registry.has():
+            self.session.remove()
+
+
+db = SessionWhereOpened(model_class=Base)
 migrate = Migrate()
 class CheckedWhereAsked(CSRFProtect):
     """Flask-WTF's CSRF protection, checked only where a view asks (the admin pages).

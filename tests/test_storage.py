@@ -70,3 +70,15 @@ def test_a_generated_secret_key_is_private_and_shared_by_every_worker(tmp_path) 
 
 def test_a_generated_secret_key_is_reused(tmp_path) -> None:
     assert load_or_create_secret_key(str(tmp_path)) == load_or_create_secret_key(str(tmp_path))
+
+
+def test_a_request_gives_back_the_session_it_opened_and_opens_none_it_does_not_need(app, client) -> None:
+    with app.app_context():
+        pool = db.engine.pool
+    checked_out = pool.checkedout()
+    assert client.get("/health/ready").status_code == 200  # runs a query in the request's session
+    assert pool.checkedout() == checked_out
+    assert not db.session.registry.registry
+    assert client.get("/health").status_code == 200
+    assert pool.checkedout() == checked_out
+    assert not db.session.registry.registry
