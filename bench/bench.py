@@ -1,11 +1,12 @@
 """make bench: key checks against the framework's own floor, at a million keys.
 
 For each backend: seed a fresh database in bulk; start, side by side, the bare Flask route of
-bench/floor_app.py and our app with its production defaults (limits on in memory, metrics, the
-request log), both under the project's gunicorn.conf.py, and our app again with its limits in
-Redis; drive wrk at every workload in alternating rounds; report requests per second, p50,
-p99, worker CPU and memory, every throughput as a ratio of the bare route's. The in-process
-cost of one /health and of one bare request comes from bench/in_process.py. Results go to
+bench/floor_app.py, the same route with our request log (bench/floor_logged_app.py), and our
+app with its production defaults (limits on in memory, metrics, the request log), all under
+the project's gunicorn.conf.py, and our app again with its limits in Redis; drive wrk at every
+workload in alternating rounds; report requests per second, p50, p99, worker CPU and memory,
+every throughput as a ratio of the bare route's. The in-process cost of one request of each
+app's /health comes from bench/in_process.py. Results go to
 bench/results/ as JSON and a PNG chart.
 """
 
@@ -48,6 +49,7 @@ WARM_UP_SECONDS = 2
 # The wrk script and path of the workloads that do not send keys from a file.
 SCRIPTS = {
     "floor": ("report.lua", "/health"),
+    "floor_logged": ("report.lua", "/health"),
     "health": ("report.lua", "/health"),
     "create_key": ("create_key.lua", "/auth/create-key"),
     "verify_one": ("keys.lua", "/auth/verify"),
@@ -58,7 +60,8 @@ SCRIPTS = {
 # check_hot_churn is check_hot while a second client revokes REVOCATIONS_PER_SECOND other keys:
 # each revocation must evict only its own key from the workers' caches.
 # verify_one is check_one against /auth/verify, the forward-authentication answer.
-ENDPOINTS = ["floor", "health", "check_one", "verify_one", "check_one_redis", "check_hot", "check_hot_churn",
+# floor_logged is the floor with our request log and an empty before_request hook (bench/floor_logged_app.py).
+ENDPOINTS = ["floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_hot", "check_hot_churn",
              "check_cold", "check_unknown", "check_malformed", "create_key"]
 KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot", "verify_one": "check_one"}
 REVOCATIONS_PER_SECOND = 10
@@ -323,12 +326,12 @@ def run_backend(
     key_files = write_key_files(workdir, count)
     redis_limits = {"RATELIMIT_STORAGE_URI": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
                     "RATELIMIT_KEY_PREFIX": f"livekit-bench-{os.getpid()}"}
-    floor_command = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py",
-                     "bench.floor_app:app"]
+    gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"]
     spare = iter(spare_keys(count))  # shared by every run that revokes: a key is revoked once
-    with serve(url, workdir) as server, serve(url, workdir, floor_command) as floor, \
+    with serve(url, workdir) as server, serve(url, workdir, gunicorn + ["bench.floor_app:app"]) as floor, \
+            serve(url, workdir, gunicorn + ["bench.floor_logged_app:app"]) as floor_logged, \
             serve(url, workdir, **redis_limits) as redis_server:
-        servers = {"floor": floor, "check_one_redis": redis_server}
+        servers = {"floor": floor, "floor_logged": floor_logged, "check_one_redis": redis_server}
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
         result.rss["after_warmup_mb"] = worker_rss_mb(server)
         result.rss["after_warmup_own_mb"] = worker_rss_mb(server, "RssAnon")
@@ -423,7 +426,9 @@ def print_table(results: list[Backend]) -> None:
     for backend in results:
         costs = backend.in_process
         print(f"\n{backend.name}: in process, one /health costs {costs['health_us']:.1f} µs and one bare "
-              f"request {costs['floor_us']:.1f} µs: {costs['health_us'] - costs['floor_us']:.1f} µs of machinery")
+              f"request {costs['floor_us']:.1f} µs: {costs['health_us'] - costs['floor_us']:.1f} µs of machinery, "
+              f"of which the request log and an empty hook (the floor_logged app, "
+              f"{costs['floor_logged_us']:.1f} µs) take {costs['floor_logged_us'] - costs['floor_us']:.1f} µs")
         large, small = backend.uncached[backend.keys], backend.uncached[1_000]
         print(f"\n{backend.name}: seeded {backend.keys:,} keys in {backend.seed_seconds:.1f} s; "
               f"cold check without the key cache: {large:.0f} rps at {backend.keys:,} keys, "
