@@ -6,8 +6,8 @@ app with its production defaults (limits on in memory, metrics, the request log)
 the project's gunicorn.conf.py, and our app again with its limits in Redis; drive wrk at every
 workload in alternating rounds; report requests per second, p50, p99, worker CPU and memory,
 every throughput as a ratio of the bare route's. The in-process cost of one request of each
-app's /health comes from bench/in_process.py. Results go to
-bench/results/ as JSON and a PNG chart.
+app's /health comes from bench/in_process.py. Results go to bench/results/ as JSON and a PNG
+chart.
 """
 
 import argparse
@@ -61,8 +61,8 @@ SCRIPTS = {
 # each revocation must evict only its own key from the workers' caches.
 # verify_one is check_one against /auth/verify, the forward-authentication answer.
 # floor_logged is the floor with our request log and an empty before_request hook (bench/floor_logged_app.py).
-ENDPOINTS = ["floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_hot", "check_hot_churn",
-             "check_cold", "check_unknown", "check_malformed", "create_key"]
+ENDPOINTS = ["floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_hot",
+             "check_hot_churn", "check_cold", "check_unknown", "check_malformed", "create_key"]
 KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot", "verify_one": "check_one"}
 REVOCATIONS_PER_SECOND = 10
 # The production defaults, as make run serves them. Only the two limits that one load generator

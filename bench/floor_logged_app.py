@@ -3,7 +3,7 @@
 The bare route of floor_app.py behind our request log (the JSON line written with one system
 call, X-Request-ID, Cache-Control, the request counter) and a before_request hook that only
 reads the x-api-key header. make bench serves it beside the floor: the gap between the two is
-what those duties cost any implementation on this machine, before any key is checked.
+what those duties cost as we do them, before any key is checked.
 """
 
 from flask import Flask, request

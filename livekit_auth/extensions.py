@@ -39,6 +39,8 @@ class SessionWhereOpened(SQLAlchemy):
 
 db = SessionWhereOpened(model_class=Base)
 migrate = Migrate()
+
+
 class CheckedWhereAsked(CSRFProtect):
     """Flask-WTF's CSRF protection, checked only where a view asks (the admin pages).
 
