@@ -96,11 +96,11 @@ class KeyReader:
             return rows
         converted = []
         for row in rows:
-            values = list(row)
+            columns = list(row)
             for position, convert in read.conversions:
-                if values[position] is not None:  # NULL reads as None in every type read here
-                    values[position] = convert(values[position])
-            converted.append(tuple(values))
+                if columns[position] is not None:  # NULL reads as None in every type read here
+                    columns[position] = convert(columns[position])
+            converted.append(tuple(columns))
         return converted
 
     def failure(self, error: Exception, read: PreparedRead, arguments: Any) -> DBAPIError:
