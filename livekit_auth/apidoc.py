@@ -28,6 +28,7 @@ View = TypeVar("View", bound=Callable[..., Any])
 # Answers that are not the envelope around a schema's data.
 DOCUMENT = "the OpenAPI document itself, outside the envelope"
 FORWARDED = "204 and no body: the caller in X-Auth-* headers"
+KEY_VERSIONS = "text/plain: each shard's key version, for proxies"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Operation:
     optional_body: bool = False
     # The query string's schema.
     query: type[Schema] | None = None
-    # The success answer's data: a schema, [schema] for a list, None for null, or DOCUMENT/FORWARDED.
+    # The success answer's data: a schema, [schema] for a list, None for null, or DOCUMENT/FORWARDED/KEY_VERSIONS.
     data: Any = None
     # Statuses the view itself answers besides the derived ones (404, 409, ...).
     statuses: tuple[int, ...] = field(default=())

@@ -1,6 +1,6 @@
 """The x-api-key gate: one before_request hook in front of every endpoint not marked public."""
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request
 
@@ -8,6 +8,7 @@ from .blueprints import owning_blueprint
 from .observability import LOGGED_ENDPOINT, LOGGED_KEY
 
 Target = TypeVar("Target")
+KEY_VERSION_DIGITS = 19  # a BIGINT's
 
 
 def public(target: Target) -> Target:
@@ -44,9 +45,17 @@ def require_api_key() -> None:
     # Duplicate headers reach WSGI joined by commas, which no key contains: they are refused.
     keyring = current_app.extensions["keyring"]
     g.api_key = environ[LOGGED_KEY] = keyring.authenticate(
-        environ.get("HTTP_X_API_KEY"), request.remote_addr or ""
+        environ.get("HTTP_X_API_KEY"), request.remote_addr or "", seen_version(environ)
     )
     g.user = g.api_key.holder
+
+
+def seen_version(environ: dict[str, Any]) -> int | None:
+    """The version of the keys a proxy says it has seen (X-Auth-Key-Version), if it says one."""
+    given = environ.get("HTTP_X_AUTH_KEY_VERSION")
+    if given is None or not (given.isascii() and given.isdigit() and len(given) <= KEY_VERSION_DIGITS):
+        return None
+    return int(given)
 
 
 def register_gate(app: Flask) -> None:

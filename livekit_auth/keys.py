@@ -21,6 +21,7 @@ RANDOM_LENGTH = 43  # 62**43 > 2**256, so 43 base62 digits hold 32 random bytes
 CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so 6 base62 digits hold a CRC32
 DISPLAY_LENGTH = 8  # random characters kept for display: ~48 of 256 bits
 KEY_LENGTH = len(KEY_PREFIX) + RANDOM_LENGTH + CHECKSUM_LENGTH
+SHARDS = 256  # a digest's first byte
 KEY_PATTERN = re.compile(
     rf"{KEY_PREFIX}([0-9A-Za-z]{{{RANDOM_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
 )
@@ -51,6 +52,11 @@ def checksum(random_part: str) -> str:
 def digest(secret: str) -> str:
     """Return the hex SHA-256 digest under which a key is stored and looked up."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def shard(digest: str) -> int:
+    """Return the shard of a key, by its digest's first byte: what proxies keep answers by."""
+    return int(digest[:2], 16)
 
 
 def display_prefix(secret: str) -> str:

@@ -182,6 +182,20 @@ class KeyChange(db.Model):
 ALL_KEYS = "*"  # no digest: digests are hexadecimal
 
 
+class KeyShard(db.Model):
+    """The version at which a key of one shard (keys.shard) last changed.
+
+    A proxy that keeps the service's verify answers (deploy/nginx) reads all 256 versions at
+    once and keeps an answer only while its shard's version stands still: a change of one key
+    makes the proxy ask again about the keys of that shard, and of no other.
+    """
+
+    __tablename__ = "key_shards"
+
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class KeyUseCount(db.Model):
     """How many keys were used on a day: what the admin chart of keys used per day shows.
 

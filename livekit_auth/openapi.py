@@ -13,7 +13,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
 from . import schemas
-from .apidoc import DOCUMENT, FORWARDED, Operation, documented, operation_of
+from .apidoc import DOCUMENT, FORWARDED, KEY_VERSIONS, Operation, documented, operation_of
 from .gate import public
 
 bp = Blueprint("docs", __name__)
@@ -38,6 +38,14 @@ FORWARDED_HEADERS = {
     "X-Auth-Org": "The user's organisation, encoded the same way; empty for none",
     "X-Auth-Key-Id": "The key's id",
     "X-Auth-Key-Prefix": "The key's display prefix",
+    "X-Auth-Max-Age": "Seconds a proxy may keep this answer (while the key's shard version stands still); "
+                      "absent: it may not keep it",
+}
+KEY_VERSION_HEADER = {
+    "name": "X-Auth-Key-Version", "in": "header", "required": False,
+    "description": "The key version a proxy has seen for the key's shard: the answer comes from a state at "
+                   "least that current",
+    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
 }
 FORWARDED_RESPONSE = {
     "description": "A valid key; no body",
@@ -97,6 +105,12 @@ def openapi_path(rule: Rule) -> str:
 
 def success_response(data: Any) -> dict[str, Any]:
     """The 200 answer of an endpoint whose data has this schema."""
+    if data == KEY_VERSIONS:
+        lines = {"type": "string", "pattern": "^([0-9a-f]{16}\\n){256}$"}
+        return {"description": "Each shard's key version, 16 hexadecimal digits a line",
+                "headers": {"X-Auth-Max-Age": {"description": "Seconds a proxy may keep them",
+                                               "schema": {"type": "string"}}},
+                "content": {"text/plain": {"schema": lines}}}
     success = {"type": "object"} if data == DOCUMENT else envelope(data_schema(data))
     return {"description": DESCRIPTIONS[200], "content": {"application/json": {"schema": success}}}
 
@@ -145,6 +159,8 @@ def operation(endpoint: str, rule: Rule, declared: Operation) -> dict[str, Any]:
     ]
     if declared.query is not None:
         parameters.append({"in": "query", "schema": declared.query})
+    if data == FORWARDED:
+        parameters.append(KEY_VERSION_HEADER)
     if parameters:
         result["parameters"] = parameters
     return result

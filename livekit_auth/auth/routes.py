@@ -3,13 +3,13 @@
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, current_app, g, url_for
+from flask import Blueprint, Response, current_app, g, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit, clock
-from ..apidoc import FORWARDED, documented, request_body, request_query
+from ..apidoc import FORWARDED, KEY_VERSIONS, documented, request_body, request_query
 from ..envelope import success_body, success_response
 from ..errors import ApiError
 from ..extensions import db
@@ -40,6 +40,18 @@ KEY_CREATED = "API key created successfully, Store it securely"
 KEY_ISSUE_SCOPE = "key-issue"  # adding and rotating keys count together against RATELIMIT_KEY_ISSUE
 # What /auth/verify's headers carry unencoded: printable ASCII but the escape character.
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
+MAX_AGE = "X-Auth-Max-Age"  # how long a proxy may keep an answer, in seconds; absent: not at all
+
+
+class NoContent(Response):
+    """An answer without a body, and so without a Content-Type."""
+
+    default_mimetype = None
+
+
+def seconds_text(seconds: float) -> str:
+    """A number of seconds as a header says it: to the millisecond, no trailing zeros."""
+    return format(round(seconds, 3), "g")
 
 
 def holder(user: User | Holder) -> dict[str, Any]:
@@ -105,6 +117,9 @@ def verify() -> ResponseReturnValue:
     nginx auth_request, Traefik ForwardAuth and Envoy ext_authz call this with the client's
     headers; a refused key is answered as check-key answers it, by the gate. The headers are
     built once per cached key, like check-key's answer. HEAD is answered the same way.
+    X-Auth-Max-Age says how long a proxy may keep the answer (PROXY_CACHE_SECONDS, and never
+    past the key's expiry); a proxy that keeps it also asks /auth/key-versions whether the
+    key's shard changed meanwhile (deploy/nginx).
     """
     known = g.api_key
     if known.forwarded is None:
@@ -115,7 +130,28 @@ def verify() -> ResponseReturnValue:
             ("X-Auth-Key-Id", str(known.id)),
             ("X-Auth-Key-Prefix", known.display_prefix),
         ]
-    return current_app.response_class(None, 204, known.forwarded)
+    keep = float(current_app.config["PROXY_CACHE_SECONDS"])
+    if known.expires_at is not None:
+        keep = min(keep, (known.expires_at - clock.now()).total_seconds())
+    headers = [*known.forwarded, (MAX_AGE, seconds_text(keep))] if keep > 0 else known.forwarded
+    return NoContent(None, 204, headers)
+
+
+@bp.get("/key-versions")
+@public
+@documented(data=KEY_VERSIONS)
+def key_versions() -> ResponseReturnValue:
+    """Every shard's key version, read now, for a proxy that keeps the answers of /auth/verify.
+
+    One line of 16 hexadecimal digits per shard (keys.shard), shard 0 first: fixed widths, so
+    that a proxy finds a shard's version at its offset. A proxy keeps a verify answer only
+    while its shard's version stands still, and keeps these for X-Auth-Max-Age seconds:
+    KEY_CACHE_POLL_SECONDS, as long as a worker goes without asking for the version.
+    """
+    versions = current_app.extensions["keyring"].shard_versions()
+    body = "".join(f"{version:016x}\n" for version in versions)
+    max_age = seconds_text(current_app.config["KEY_CACHE_POLL_SECONDS"])
+    return current_app.response_class(body, mimetype="text/plain", headers={MAX_AGE: max_age})
 
 
 def header_value(text: str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from .. import clock, keys
 from ..metrics import count_key_cache, count_key_check
-from ..models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyStatus, User
+from ..models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyShard, KeyStatus, User
 from ..rate_limits import RateLimited, RateLimits
 from .cache import Changes, KeyCache, KnownKey
 from .reader import KeyReader
@@ -69,6 +69,9 @@ BUMP_KEY_VERSION = (
 CHANGED_SINCE = select(KeyChange.version, KeyChange.digest).where(
     KeyChange.version > bindparam("since"), KeyChange.version <= bindparam("until")
 )
+SHARD_VERSIONS = select(KeyShard.shard, KeyShard.version)
+MOVE_SHARDS = update(KeyShard).values(version=bindparam("moved_to"))
+MOVE_SOME_SHARDS = MOVE_SHARDS.where(KeyShard.shard.in_(bindparam("shards", expanding=True)))
 # How many versions of the feed are kept: a worker further behind than this (one that served
 # nothing while they happened) forgets its whole cache instead.
 FEED_VERSIONS = 1000
@@ -91,8 +94,12 @@ class Keyring:
         self.usage = usage
         self.rate_limits = rate_limits
 
-    def authenticate(self, presented: str | None, address: str) -> KnownKey:
+    def authenticate(self, presented: str | None, address: str, seen_version: int | None = None) -> KnownKey:
         """The active key a presented secret names, or a refusal.
+
+        A proxy that keeps answers says which version of the keys it has seen (seen_version):
+        the answer then comes from a cache at least that current, so that the proxy never
+        keeps, under a new version, what this worker knew before it.
 
         A key this worker already holds as active is answered from its cache, with no other
         work (only well-formed keys are ever cached). Anything else may be a guess: an address
@@ -100,6 +107,8 @@ class Keyring:
         against it. A key of the wrong shape or checksum is refused without a query.
         """
         wanted = None if presented is None else keys.digest(presented)
+        if seen_version is not None:
+            self.cache.catch_up(seen_version)
         known = self.cached(wanted)
         if known is not None:
             count_key_cache("hit")
@@ -172,6 +181,13 @@ class Keyring:
         row = self.reader.first(KEY_VERSION)
         return 0 if row is None else row[0]
 
+    def shard_versions(self) -> list[int]:
+        """Every shard's version (keys.shard), read now; a shard with no row has the keys' version."""
+        versions = [self.read_version()] * keys.SHARDS
+        for shard, version in self.reader.all(SHARD_VERSIONS):
+            versions[shard] = version
+        return versions
+
     def read_changes(self, since: int | None) -> Changes:
         """The keys' version now, and the digests changed since a version.
 
@@ -193,8 +209,8 @@ class Keyring:
     def stage_change(self, session: Session, digests: Collection[str]) -> None:
         """Stage a change of some keys, so that every worker evicts them from its cache.
 
-        The version moves and the feed records the digests in the caller's transaction; the
-        oldest versions of the feed go in the same breath.
+        The version moves, the feed records the digests and their shards take the new version,
+        in the caller's transaction; the oldest versions of the feed go in the same breath.
         """
         if not digests:
             return
@@ -205,6 +221,10 @@ class Keyring:
             version = 1
         session.execute(insert(KeyChange), [{"version": version, "digest": digest} for digest in changed])
         session.execute(delete(KeyChange).where(KeyChange.version <= version - FEED_VERSIONS))
+        if changed == [ALL_KEYS]:
+            session.execute(MOVE_SHARDS, {"moved_to": version})
+        else:
+            session.execute(MOVE_SOME_SHARDS, {"moved_to": version, "shards": sorted({keys.shard(d) for d in changed})})
         self.cache.changed(None if changed == [ALL_KEYS] else changed)
         send_after_commit(session, self.cache.signal)
 

@@ -117,6 +117,11 @@ class KeyCache:
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
 
+    def catch_up(self, version: int) -> None:
+        """Ask for the version on the next look-up unless this cache has seen this one already."""
+        if self.version is None or self.version < version:
+            self.polled_at = float("-inf")
+
     def changed(self, digests: Collection[str] | None) -> None:
         """Forget keys this worker is changing, and ask for the version on the next look-up."""
         self.evict(digests)
