@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,10 @@ from livekit_auth.extensions import db
 from livekit_auth.models import AuditEvent
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NGINX = "/usr/sbin/nginx"
+NGINX_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+NGINX_DEPLOY = PROJECT_ROOT / "deploy" / "nginx"
+NGINX_CONFIG = NGINX_DEPLOY / "livekit-auth.conf"
 # .ci/run sets this so that a missing service fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -43,7 +48,8 @@ def require_service(variable: str, how: str) -> str:
 
 def envelope_error(response: Any, status: int, message: str | None = None) -> dict[str, Any]:
     """Assert an error answer in the documented envelope and return its body."""
-    assert response.status_code == status, response.text if hasattr(response, "text") else response.data
+    assert response.status_code == status, getattr(response, "text", None) or getattr(response, "data", None) \
+        or response.content
     body = response.json() if callable(response.json) else response.json
     assert body["success"] is False
     assert body["data"] is None
@@ -271,3 +277,98 @@ def flask_command(database_uri: str, *arguments: str, stdin: str = "") -> subpro
         text=True, cwd=PROJECT_ROOT, timeout=60,
         env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_uri, "SECRET_KEY": "test"},
     )
+
+
+def require_nginx() -> None:
+    """Skip (fail under CI) without Debian's nginx, its Lua module and openssl."""
+    if all(os.path.exists(path) for path in (NGINX, *NGINX_MODULES)) and shutil.which("openssl"):
+        return
+    reason = "Debian's nginx, its Lua module and openssl are needed: apt-get install nginx libnginx-mod-http-lua openssl"
+    if REQUIRE_SERVICES:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@dataclass
+class Nginx:
+    """A running nginx: its ports, and the certificate its clients trust."""
+
+    https_port: int
+    http_port: int
+    certificate: Path
+    process: subprocess.Popen[bytes]
+
+
+def nginx_config(directory: Path, replacements: dict[str, str], locations: str = "", workers: str = "1") -> Path:
+    """deploy/nginx's config with this run's ports and paths, inside a main config of its own.
+
+    More locations (the bench's unprotected one) go in before the config's own.
+    """
+    site = NGINX_CONFIG.read_text()
+    for written, replacement in {**replacements, "    location / {": locations + "    location / {"}.items():
+        assert written in site, f"{written} is no longer in {NGINX_CONFIG}"
+        site = site.replace(written, replacement)
+    site = site.replace("/etc/nginx/lua/", f"{NGINX_DEPLOY}/")
+    (directory / "livekit-auth.conf").write_text(site)
+    temporary = "\n".join(
+        f"    {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = directory / "nginx.conf"
+    main.write_text(
+        "".join(f"load_module {module};\n" for module in NGINX_MODULES)
+        + ("user root;\n" if os.geteuid() == 0 else "")
+        + f"worker_processes {workers};\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'};\n"
+        + "events {}\n"
+        + f"http {{\n    access_log {directory / 'access.log'};\n{temporary}\n"
+        + f"    include {directory / 'livekit-auth.conf'};\n}}\n"
+    )
+    return main
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made for this run."""
+    certificate, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return certificate, key
+
+
+def wait_for_port(port: int, seconds: float = 10) -> None:
+    """Wait until something listens on a local port."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerDidNotStart(f"nothing listens on port {port}")
+
+
+@contextmanager
+def running_nginx(directory: Path, app_servers: list[str], upstream: str, locations: str = "",
+                  workers: str = "1") -> Iterator[Nginx]:
+    """nginx with deploy/nginx's config in front of app servers and a protected upstream; stopped by its PID."""
+    certificate, key = make_certificate(directory)
+    https_port, http_port = free_port(), free_port()
+    config = nginx_config(directory, {
+        "127.0.0.1:8001": app_servers[0],
+        "127.0.0.1:8002": app_servers[1],
+        "127.0.0.1:9000": upstream,
+        "listen 443 ssl": f"listen 127.0.0.1:{https_port} ssl",
+        "listen 80": f"listen 127.0.0.1:{http_port}",
+        "/etc/nginx/tls/livekit-auth.crt": str(certificate),
+        "/etc/nginx/tls/livekit-auth.key": str(key),
+    }, locations, workers)
+    process = subprocess.Popen([NGINX, "-g", "daemon off;", "-c", str(config), "-e", str(directory / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(https_port)
+        yield Nginx(https_port, http_port, certificate, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,19 +1,18 @@
 """The deployment in deploy/nginx/livekit-auth.conf, run for real.
 
-Debian's nginx terminates TLS with a certificate made here, in front of two gunicorn servers on
-one PostgreSQL database with their limits in Redis, and protects a tiny upstream, which echoes
-the headers it got, with auth_request /auth/verify. Clients connect from addresses of their own
+Debian's nginx, with its Lua module, terminates TLS with a certificate made here, in front of two
+gunicorn servers on one PostgreSQL database with their limits in Redis, and protects a tiny
+upstream, which echoes the headers it got, with the key check of deploy/nginx/livekit_auth.lua. Clients connect from addresses of their own
 on the loopback network (127.0.0.2, 127.0.0.3, ...), so the address the app sees can be told
 apart from nginx's own (127.0.0.1).
 """
 
 import http.client
+import itertools
 import json
-import os
-import shutil
+import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -26,15 +25,16 @@ from typing import Any
 import pytest
 import requests
 
+from livekit_auth import keys
+
 from .support import (
-    PROJECT_ROOT, REQUIRE_SERVICES, LiveServer, clear_database, envelope_error, free_port,
-    live_server, require_service,
+    LiveServer, clear_database, envelope_error, flask_command, free_port, live_server, require_nginx,
+    require_service, running_nginx,
 )
 
-NGINX = "/usr/sbin/nginx"
-CONFIG = PROJECT_ROOT / "deploy" / "nginx" / "livekit-auth.conf"
 FAILED_AUTH_LIMIT = 4
 POLL_SECONDS = 0.5  # KEY_CACHE_POLL_SECONDS, the default
+CREATORS = itertools.count(1)
 
 
 class EchoHeaders(BaseHTTPRequestHandler):
@@ -62,6 +62,7 @@ class Deployment:
     http_port: int
     certificate: Path
     servers: tuple[LiveServer, LiveServer]
+    directory: Path  # nginx's configuration, logs and temporary files, and the servers' logs
 
     def call(
         self, method: str, path: str, key: str | None = None, client: str = "127.0.0.2",
@@ -104,63 +105,13 @@ class Answer:
         return json.loads(self.content)
 
 
-def deployment_config(directory: Path, replacements: dict[str, str]) -> Path:
-    """The repository's config with this run's ports and certificate, inside a main config of its own."""
-    site = CONFIG.read_text()
-    for written, replacement in replacements.items():
-        assert written in site, f"{written} is no longer in {CONFIG}"
-        site = site.replace(written, replacement)
-    (directory / "livekit-auth.conf").write_text(site)
-    temporary = "\n".join(
-        f"    {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = directory / "nginx.conf"
-    main.write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"worker_processes 1;\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'};\n"
-        + "events {}\n"
-        + f"http {{\n    access_log {directory / 'access.log'};\n{temporary}\n"
-        + f"    include {directory / 'livekit-auth.conf'};\n}}\n"
-    )
-    return main
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made for this run."""
-    certificate, key = directory / "server.crt", directory / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return certificate, key
-
-
-def wait_for_port(port: int, seconds: float = 10) -> None:
-    """Wait until something listens on a local port."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listens on port {port}")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """nginx, two app servers on one PostgreSQL with Redis limits, and the protected upstream."""
     database_uri = require_service("TEST_DATABASE_URL", "set it to a PostgreSQL database the test may use")
     redis_url = require_service("TEST_REDIS_URL", "set it to a Redis database the test may use")
-    if not os.path.exists(NGINX) or shutil.which("openssl") is None:
-        reason = "Debian's nginx and openssl are needed: apt-get install nginx openssl"
-        if REQUIRE_SERVICES:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_nginx()
     directory = tmp_path_factory.mktemp("nginx")
-    certificate, key = make_certificate(directory)
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoHeaders)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     settings = {
@@ -172,24 +123,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     }
     with live_server(database_uri, directory, workers=2, **settings) as first, \
             live_server(database_uri, directory, workers=2, **settings) as second:
-        https_port, http_port = free_port(), free_port()
-        config = deployment_config(directory, {
-            "127.0.0.1:8001": first.url.removeprefix("http://"),
-            "127.0.0.1:8002": second.url.removeprefix("http://"),
-            "127.0.0.1:9000": f"127.0.0.1:{upstream.server_port}",
-            "listen 443 ssl": f"listen 127.0.0.1:{https_port} ssl",
-            "listen 80": f"listen 127.0.0.1:{http_port}",
-            "/etc/nginx/tls/livekit-auth.crt": str(certificate),
-            "/etc/nginx/tls/livekit-auth.key": str(key),
-        })
-        nginx = subprocess.Popen([NGINX, "-g", "daemon off;", "-c", str(config), "-e", str(directory / "error.log")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers = [first.url.removeprefix("http://"), second.url.removeprefix("http://")]
         try:
-            wait_for_port(https_port)
-            yield Deployment(https_port, http_port, certificate, (first, second))
+            with running_nginx(directory, servers, f"127.0.0.1:{upstream.server_port}") as nginx:
+                yield Deployment(nginx.https_port, nginx.http_port, nginx.certificate, (first, second), directory)
         finally:
-            nginx.terminate()
-            nginx.wait(timeout=10)
             upstream.shutdown()
             upstream.server_close()
     clear_database(database_uri)
@@ -198,7 +136,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 def new_key(deployment: Deployment, label: str) -> str:
     """Create a user and key through nginx."""
     body = {"user_name": "Proxied", "user_email": f"{label}-{uuid.uuid4().hex[:8]}@example.com", "org_name": "Acme"}
-    answer = deployment.call("POST", "/auth/create-key", body=body, client="127.0.0.10")
+    # Each from an address of its own, to stay under RATELIMIT_CREATE_KEY.
+    answer = deployment.call("POST", "/auth/create-key", body=body, client=f"127.0.4.{next(CREATORS)}")
     assert answer.status_code == 200, answer.content
     return answer.json()["data"]["api_key"]
 
@@ -275,11 +214,17 @@ def test_the_protected_service_gets_the_callers_identity_and_never_the_key(deplo
         assert "x-api-key" not in seen
 
 
-def test_the_protected_service_is_refused_without_a_valid_key(deployment) -> None:
-    for key in (None, "lvk_nonsense"):
-        answer = deployment.call("GET", "/agents/rooms", key, client="127.0.0.16",
-                                 headers={"X-Auth-User-Id": "1"})
-        envelope_error(answer, 401, "Invalid API key")
+@pytest.mark.parametrize(("key", "message"), [
+    (None, "Invalid API key: the x-api-key header is missing"),
+    ("lvk_nonsense", "Invalid API key"),
+])
+def test_the_protected_service_is_refused_without_a_valid_key_as_the_service_refuses_it(
+    deployment, key, message
+) -> None:
+    answer = deployment.call("GET", "/agents/rooms", key, client="127.0.0.16", headers={"X-Auth-User-Id": "1"})
+    envelope_error(answer, 401, message)
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert answer.headers["X-Request-ID"]
 
 
 def test_the_protected_service_is_throttled_like_the_api(deployment) -> None:
@@ -323,3 +268,160 @@ def test_slow_clients_hold_no_app_worker(deployment) -> None:
     finally:
         for connection in stalled:
             connection.close()
+
+
+def verifies(deployment: Deployment, client: str) -> int:
+    """How many /auth/verify requests for a client address the app servers answered."""
+    return sum(len(deployment.served(server, "/auth/verify", client)) for server in deployment.servers)
+
+
+def protected(deployment: Deployment, key: str | None, client: str, **headers: str) -> Answer:
+    """A call to the protected service through nginx."""
+    return deployment.call("GET", "/agents/rooms", key, client=client, headers=headers)
+
+
+def test_an_accepted_key_is_answered_by_nginx_until_something_changes(deployment) -> None:
+    key = new_key(deployment, "kept")
+    client = "127.0.0.20"
+    assert protected(deployment, key, client).status_code == 200
+    asked = verifies(deployment, client)
+    assert asked == 1
+    for _ in range(20):
+        answer = protected(deployment, key, client)
+        assert answer.status_code == 200
+        assert answer.json()["X-Auth-Key-Prefix"] == key[:12]
+    assert verifies(deployment, client) == asked  # none of them reached an app server
+
+
+@pytest.mark.parametrize(("presented", "client"), [("lvk_nonsense", "127.0.0.21"), ("unknown", "127.0.0.25")])
+def test_a_refusal_is_never_kept(deployment, presented, client) -> None:
+    key = keys.generate().secret if presented == "unknown" else presented
+    for n in range(3):
+        envelope_error(protected(deployment, key, client), 401, "Invalid API key")
+        assert verifies(deployment, client) == n + 1
+
+
+def test_a_flood_of_unknown_keys_leaves_the_kept_answers_alone(deployment) -> None:
+    key = new_key(deployment, "flooded")
+    assert protected(deployment, key, "127.0.0.22").status_code == 200
+    for n in range(200):  # each from an address of its own, to stay under the failed-check limit
+        envelope_error(protected(deployment, keys.generate().secret, f"127.0.2.{n}"), 401)
+    assert protected(deployment, key, "127.0.0.22").status_code == 200
+    assert verifies(deployment, "127.0.0.22") == 1
+
+
+def test_a_second_key_header_is_refused_even_beside_a_kept_key(deployment) -> None:
+    key = new_key(deployment, "doubled")
+    assert protected(deployment, key, "127.0.0.23").status_code == 200
+    context = ssl.create_default_context(cafile=str(deployment.certificate))
+    connection = http.client.HTTPSConnection("127.0.0.1", deployment.https_port, timeout=15, context=context,
+                                             source_address=("127.0.0.23", 0))
+    try:
+        connection.putrequest("GET", "/agents/rooms")
+        connection.putheader("x-api-key", key)
+        connection.putheader("x-api-key", "lvk_other")
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 401, response.read()
+    finally:
+        connection.close()
+
+
+def test_no_key_is_at_rest_in_anything_nginx_or_the_servers_wrote(deployment) -> None:
+    key = new_key(deployment, "at-rest")
+    for _ in range(3):
+        assert protected(deployment, key, "127.0.0.24").status_code == 200
+    assert deployment.call("GET", "/auth/check-key", key, client="127.0.0.24").status_code == 200
+    written = [path for path in deployment.directory.rglob("*") if path.is_file()]
+    assert any(path.name == "access.log" for path in written)
+    assert not [path for path in written if key.encode() in path.read_bytes()]
+    assert not [path for path in written if key[len("lvk_"):].encode() in path.read_bytes()]
+
+
+def admin_session(deployment: Deployment) -> requests.Session:
+    """An admin logged in through nginx, as a browser on this port would be."""
+    email, password = f"admin-{uuid.uuid4().hex[:6]}@example.com", "a long admin password"
+    created = flask_command(deployment.servers[0].database_url, "admin", "create", "--email", email,
+                            "--password-stdin", stdin=password + "\n")
+    assert created.returncode == 0, created.stderr
+    browser = requests.Session()
+    browser.trust_env = False  # REQUESTS_CA_BUNDLE would overrule the certificate it is to trust
+    browser.verify = str(deployment.certificate)
+    origin = f"https://127.0.0.1:{deployment.https_port}"
+    browser.headers["Referer"] = f"{origin}/admin/login"
+    page = browser.get(f"{origin}/admin/login", timeout=15).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    answer = browser.post(f"{origin}/admin/login", data={"email": email, "password": password, "csrf_token": token},
+                          timeout=15, allow_redirects=False)
+    # The Referer names the port the client used; with Host without it, this was a 400.
+    assert answer.status_code == 302, answer.text
+    return browser
+
+
+def test_the_admin_logs_in_through_nginx_on_any_port(deployment) -> None:
+    assert admin_session(deployment).get(f"https://127.0.0.1:{deployment.https_port}/admin/",
+                                         timeout=15).status_code == 200
+
+
+def revoke_through_the_api(deployment: Deployment, key: str) -> None:
+    key_id = deployment.call("GET", "/auth/keys", key, client="127.0.0.30").json()["data"][0]["id"]
+    assert deployment.call("DELETE", f"/auth/keys/{key_id}", key, client="127.0.0.30").status_code == 200
+
+
+def revoke_in_the_admin(deployment: Deployment, key: str) -> None:
+    key_id = deployment.call("GET", "/auth/keys", key, client="127.0.0.31").json()["data"][0]["id"]
+    browser = admin_session(deployment)
+    page_url = f"https://127.0.0.1:{deployment.https_port}/admin/keys/{key_id}/revoke"
+    page = browser.get(page_url, timeout=15).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    browser.headers["Referer"] = page_url
+    assert browser.post(page_url, data={"csrf_token": token}, timeout=15, allow_redirects=False).status_code == 302
+
+
+def revoke_with_the_cli(deployment: Deployment, key: str) -> None:
+    revoked = flask_command(deployment.servers[0].database_url, "keys", "revoke", "--stdin", stdin=key + "\n")
+    assert revoked.returncode == 0, revoked.stderr
+
+
+def report_as_leaked(deployment: Deployment, key: str) -> None:
+    answer = deployment.call("POST", "/auth/keys/leaked", body={"keys": [key]}, client="127.0.0.32")
+    assert answer.json()["data"] == {"revoked": 1}
+
+
+@pytest.mark.parametrize("revoke", [revoke_through_the_api, revoke_in_the_admin, revoke_with_the_cli,
+                                    report_as_leaked])
+def test_a_revoked_key_is_refused_through_nginx_within_a_second(deployment, revoke) -> None:
+    key = new_key(deployment, revoke.__name__.replace("_", "-"))
+    client = "127.0.0.33"
+    for _ in range(4):
+        assert protected(deployment, key, client).status_code == 200
+    revoke(deployment, key)
+    revoked_at = time.monotonic()
+    while protected(deployment, key, client).status_code == 200:
+        assert time.monotonic() - revoked_at < 1.0, "nginx still lets the revoked key through"
+    # ... and it stays refused, from every server (nginx takes turns), each from an address of
+    # its own to stay under the failed-check limit.
+    for n in range(4):
+        envelope_error(protected(deployment, key, f"127.0.3.{n}"), 401, "API key has been revoked")
+
+
+@pytest.fixture(scope="module")
+def deployment_without_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same nginx, with nothing listening where its app servers and protected upstream should be."""
+    require_nginx()
+    nowhere = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    with running_nginx(tmp_path_factory.mktemp("nginx-alone"), nowhere[:2], nowhere[2]) as nginx:
+        yield Deployment(nginx.https_port, nginx.http_port, nginx.certificate, (), Path())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("path", "status", "message"), [
+    ("/auth/check-key", 502, "No server answered; try again later"),
+    ("/agents/rooms", 503, "The API key service is unavailable"),
+])
+def test_nginxs_own_answers_are_the_envelope(deployment_without_servers, path, status, message) -> None:
+    answer = deployment_without_servers.call("GET", path, "lvk_any")
+    envelope_error(answer, status, message)
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])
+    assert answer.headers["Server"] == "nginx"  # server_tokens off: no version
