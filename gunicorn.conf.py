@@ -1,13 +1,13 @@
 """gunicorn settings, every one from the environment with a safe default."""
 
 import gc
+import ipaddress
 import os
 import shutil
 import tempfile
 
 if os.environ.get("FLASK_DEBUG", "").lower() in {"1", "true", "yes", "on"}:
     raise SystemExit("Refusing to serve with FLASK_DEBUG on: the debugger runs any code it is sent")
-
 
 
 def whole_number(name: str, default: int, minimum: int) -> int:
@@ -18,7 +18,25 @@ def whole_number(name: str, default: int, minimum: int) -> int:
     return int(raw)
 
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{whole_number('PORT', 8000, 0)}"
+def is_loopback(host: str) -> bool:
+    """Tell whether an address to bind is this machine's own, where no other machine reaches."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+host = os.environ.get("HOST", "127.0.0.1")
+# A sync worker serves one connection at a time, so a client that sends half a request holds a
+# whole worker until GUNICORN_TIMEOUT: four such clients stalled every other request (threads
+# only raise the count). Beyond loopback the service is served behind a buffering proxy, which
+# TRUSTED_PROXY_COUNT declares.
+if not is_loopback(host) and os.environ.get("TRUSTED_PROXY_COUNT", "0").strip() in ("", "0"):
+    raise SystemExit(
+        f"livekit-auth: HOST={host} serves beyond this machine without a proxy, where a slow client holds a whole "
+        "worker; serve it behind nginx (docs/deployment.md) and set TRUSTED_PROXY_COUNT=1"
+    )
+bind = f"{host}:{whole_number('PORT', 8000, 0)}"
 workers = whole_number("WEB_CONCURRENCY", 2, 1)
 # A worker silent this long is killed and replaced; its request gets no answer, and nothing
 # it had not committed is kept (every 200 from create-key follows its commit).

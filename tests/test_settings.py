@@ -64,6 +64,25 @@ def test_a_bad_server_setting_stops_gunicorn_with_one_line(tmp_path, name, value
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "auth.example.com"])
+def test_serving_beyond_this_machine_without_a_proxy_is_refused_with_one_line(tmp_path, host) -> None:
+    result = run([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "--check-config", "wsgi:app"],
+                 tmp_path, HOST=host)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"livekit-auth: HOST={host} serves beyond this machine without a proxy, where a slow client holds a whole "
+        "worker; serve it behind nginx (docs/deployment.md) and set TRUSTED_PROXY_COUNT=1"
+    )
+
+
+@pytest.mark.parametrize(("host", "proxies"), [("127.0.0.1", "0"), ("127.0.0.2", "0"), ("::1", "0"),
+                                               ("localhost", "0"), ("0.0.0.0", "1")])
+def test_loopback_or_a_declared_proxy_serves(tmp_path, host, proxies) -> None:
+    result = run([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "--check-config", "wsgi:app"],
+                 tmp_path, HOST=host, TRUSTED_PROXY_COUNT=proxies)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_worker_sets_what_it_loaded_aside_from_the_garbage_collector(tmp_path) -> None:
     # gunicorn.conf.py's hooks, called as gunicorn calls them in a worker that loaded the app.
     script = (
