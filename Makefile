@@ -16,5 +16,6 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 bench: $(INSTALLED)
-	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
-	$(BIN)/python bench/bench.py
+	command -v wrk >/dev/null && [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx libnginx-mod-http-lua)
+	$(BIN)/python -m bench.bench

@@ -12,7 +12,6 @@ chart.
 
 import argparse
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Iterator
 
 import numpy as np
@@ -37,12 +38,15 @@ from livekit_auth import keys  # noqa: E402
 from livekit_auth.config import database_url  # noqa: E402
 from livekit_auth.models import ApiKey, User  # noqa: E402
 from tests.support import LiveServer, live_server  # noqa: E402
+from bench.proxy import print_rows as print_proxy_rows, run_proxy  # noqa: E402
+from bench.reach import revocation_reach  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
 LUA = PROJECT / "bench" / "wrk"
 BATCH = 20_000
 SAMPLE = 100_000  # keys drawn for each workload's file
 ZIPF_S = 1.1
+PROXY_HOT_KEYS = 1000
 WORKERS = 2
 CONNECTIONS = 8
 WARM_UP_SECONDS = 2
@@ -129,12 +133,16 @@ def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
     ranks = np.arange(1, count + 1)
     weights = 1.0 / ranks**ZIPF_S
     hot = generator.choice(count, size=SAMPLE, p=weights / weights.sum())
+    few = min(PROXY_HOT_KEYS, count)  # the proxy's hot row: a thousand keys, Zipf as well
+    few_weights = weights[:few] / weights[:few].sum()
+    proxy_hot = generator.choice(few, size=SAMPLE, p=few_weights)
     cold = generator.integers(0, count, size=SAMPLE)
     unknown = [keys.generate().secret for _ in range(10_000)]
     malformed = [secret[:-1] + ("A" if secret[-1] != "A" else "B") for secret in unknown]
     files = {
         "check_one": [bench_secret(0)] * 1000,
         "check_hot": [bench_secret(int(n)) for n in hot],
+        "proxy_hot": [bench_secret(int(n)) for n in proxy_hot],
         "check_cold": [bench_secret(int(n)) for n in cold],
         "check_unknown": unknown,
         "check_malformed": malformed,
@@ -232,6 +240,23 @@ def cache_results(server: LiveServer) -> dict[str, float]:
     return counts
 
 
+def run_wrk(url: str, script: str, keys_file: Path | None, seconds: int) -> dict[str, Any]:
+    """wrk with one thread and CONNECTIONS connections at a URL; its figures as its done() hook reports them."""
+    env = {**os.environ, "KEYS_FILE": str(keys_file or "")}
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(LUA / script), url]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out[out.index("{"):out.rindex("}") + 1])
+
+
+def measure_path(url: str, keys_file: Path, seconds: int, pids: Callable[[], list[int]]) -> dict[str, Any]:
+    """One wrk run sending keys from a file, with the CPU per request of every process pids() names."""
+    before = pids()
+    cpu_before = cpu_seconds(before)
+    report = run_wrk(url, "keys.lua", keys_file, seconds)
+    report["cpu_us"] = round((cpu_seconds(before) - cpu_before) / max(report["requests"], 1) * 1e6, 1)
+    return report
+
+
 def wrk(server: LiveServer, endpoint: str, seconds: int, key_files: dict[str, Path],
         spare: Iterator[int] = iter(())) -> dict[str, Any]:
     """One wrk run at one endpoint; its figures as wrk's done() hook reports them.
@@ -240,18 +265,16 @@ def wrk(server: LiveServer, endpoint: str, seconds: int, key_files: dict[str, Pa
     Revoker of the spare keys.
     """
     script, path = SCRIPTS.get(endpoint, ("keys.lua", "/auth/check-key"))
-    env = {**os.environ, "KEYS_FILE": str(key_files.get(KEY_FILES.get(endpoint, endpoint), ""))}
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(LUA / script), server.url + path]
+    keys_file = key_files.get(KEY_FILES.get(endpoint, endpoint))
     workers = server.worker_pids()
     checks = endpoint.startswith(("check", "verify"))
     cache_before = cache_results(server) if checks else {}
     workers_before, pg_before = cpu_seconds(workers), cpu_seconds(postgres_pids())
     started = time.perf_counter()
     with Revoker(server, spare if endpoint == "check_hot_churn" else iter(())) as revoker:
-        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        report = run_wrk(server.url + path, script, keys_file, seconds)
     elapsed = time.perf_counter() - started
     pg_cpu = (cpu_seconds(postgres_pids()) - pg_before) / elapsed
-    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
     report["revoked_per_second"] = round(revoker.revoked / elapsed, 1)
     if checks:
         cache_after = cache_results(server)
@@ -275,6 +298,7 @@ class Backend:
     uncached: dict[int, float] = field(default_factory=dict)
     reach: list[float] = field(default_factory=list)
     in_process: dict[str, float] = field(default_factory=dict)
+    proxy: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per workload: median rps over rounds, worst p50/p99, and the ratio to the bare route."""
@@ -316,9 +340,9 @@ def fresh_database(backend: str, workdir: Path, name: str) -> str:
 
 
 def run_backend(
-    backend: str, count: int, seconds: int, rounds: int, workdir: Path, memory_checks: int
+    backend: str, count: int, seconds: int, rounds: int, workdir: Path, memory_checks: int, proxy_only: bool
 ) -> Backend:
-    """Seed, serve and measure one backend."""
+    """Seed, serve and measure one backend: the framework's rows (unless proxy_only), then the proxy's."""
     url = fresh_database(backend, workdir, f"livekit_auth_bench_{count}")
     print(f"[{backend}] seeding {count:,} users and keys…", flush=True)
     result = Backend(backend, count, seed(url, count))
@@ -328,6 +352,19 @@ def run_backend(
                     "RATELIMIT_KEY_PREFIX": f"livekit-bench-{os.getpid()}"}
     gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"]
     spare = iter(spare_keys(count))  # shared by every run that revokes: a key is revoked once
+    if not proxy_only:
+        framework_rows(result, url, workdir, seconds, rounds, memory_checks, key_files, redis_limits, spare)
+    result.proxy = run_proxy(partial(serve, url, workdir), gunicorn + ["bench.floor_app:app"], key_files, spare,
+                             bench_secret, measure_path, seconds, rounds, WARM_UP_SECONDS, workdir,
+                             postgres_pids if backend == "postgresql" else list, TRUSTED_PROXY_COUNT="1",
+                             **redis_limits)
+    return result
+
+
+def framework_rows(result: Backend, url: str, workdir: Path, seconds: int, rounds: int, memory_checks: int,
+                   key_files: dict[str, Path], redis_limits: dict[str, str], spare: Iterator[int]) -> None:
+    """Every workload against the bare route, then the reach, in-process and uncached figures."""
+    gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"]
     with serve(url, workdir) as server, serve(url, workdir, gunicorn + ["bench.floor_app:app"]) as floor, \
             serve(url, workdir, gunicorn + ["bench.floor_logged_app:app"]) as floor_logged, \
             serve(url, workdir, **redis_limits) as redis_server:
@@ -344,46 +381,28 @@ def run_backend(
                 result.runs.setdefault(endpoint, []).append(report)
                 if endpoint.startswith("check"):
                     checks += report["requests"]
-                print(f"[{backend}] round {round_number + 1} {endpoint:16} {report['rps']:8.0f} rps", flush=True)
+                print(f"[{result.name}] round {round_number + 1} {endpoint:16} {report['rps']:8.0f} rps", flush=True)
         while checks < memory_checks:
             checks += wrk(server, "check_cold", seconds, key_files)["requests"]
         result.rss["after_checks"] = checks
         result.rss["after_checks_mb"] = worker_rss_mb(server)
         result.rss["after_checks_own_mb"] = worker_rss_mb(server, "RssAnon")
-    result.reach = revocation_reach(url, workdir, spare)
-    result.in_process = in_process_costs(url, workdir, min(count, 20_000))
-    result.uncached = {count: cold_without_cache(url, workdir, seconds, rounds, key_files)}
-    small_url = fresh_database(backend, workdir, "livekit_auth_bench_small")
+    result.reach = revocation_reach_across_servers(url, workdir, spare)
+    result.in_process = in_process_costs(url, workdir, min(result.keys, 20_000))
+    result.uncached = {result.keys: cold_without_cache(url, workdir, seconds, rounds, key_files)}
+    small_url = fresh_database(result.name, workdir, "livekit_auth_bench_small")
     seed(small_url, 1_000)
     small_files = write_key_files(workdir, 1_000)
     result.uncached[1_000] = cold_without_cache(small_url, workdir, seconds, rounds, small_files)
-    return result
 
 
-def revocation_reach(url: str, workdir: Path, spare: Iterator[int], samples: int = 20) -> list[float]:
+def revocation_reach_across_servers(url: str, workdir: Path, spare: Iterator[int]) -> list[float]:
     """Seconds from a revocation answered by one server until every worker of another refuses the key.
 
-    Each key is first checked on the second server until both its workers hold it, then
-    revoked through the first; the second is asked again and again until it has refused the
-    key twenty times in a row, and the reach is when its last acceptance came back.
+    Eight checks first put the key in the caches of both workers of the second server.
     """
-    reaches = []
     with serve(url, workdir) as first, serve(url, workdir) as second, requests.Session() as session:
-        for index in itertools.islice(spare, samples):
-            headers = {"x-api-key": bench_secret(index)}
-            for _ in range(8):
-                session.get(f"{second.url}/auth/check-key", headers=headers, timeout=10).raise_for_status()
-            session.delete(f"{first.url}/auth/keys/{index + 1}", headers=headers, timeout=10).raise_for_status()
-            revoked_at = last_accepted = time.perf_counter()
-            refusals = 0
-            while refusals < 20:
-                status = session.get(f"{second.url}/auth/check-key", headers=headers, timeout=10).status_code
-                if status == 200:
-                    refusals, last_accepted = 0, time.perf_counter()
-                else:
-                    refusals += 1
-            reaches.append(last_accepted - revoked_at)
-    return reaches
+        return revocation_reach(session, f"{second.url}/auth/check-key", first.url, spare, bench_secret, 8)
 
 
 def in_process_costs(url: str, workdir: Path, requests: int) -> dict[str, float]:
@@ -404,7 +423,16 @@ def cold_without_cache(url: str, workdir: Path, seconds: int, rounds: int,
 
 
 def print_table(results: list[Backend]) -> None:
-    """The figures as a Markdown table, then the other targets."""
+    """The figures as Markdown tables, then the other targets; the proxy's rows last."""
+    framework = [backend for backend in results if backend.runs]
+    if framework:
+        print_framework_rows(framework)
+    for backend in results:
+        print_proxy_rows(backend.name, backend.proxy)
+
+
+def print_framework_rows(results: list[Backend]) -> None:
+    """The framework's rows, against the bare route."""
     print("\n| backend | workload | req/s | ratio to the bare route | p50 ms | p99 ms | non-2xx "
           "| worker CPU µs/request | PG CPU (cores) | key cache hit rate |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -439,19 +467,22 @@ def print_table(results: list[Backend]) -> None:
               f"then {['%.1f' % m for m in backend.rss['after_checks_own_mb']]} MB")
 
 
-def save(results: list[Backend], stamp: str, directory: Path) -> tuple[Path, Path]:
-    """Write the JSON and the PNG chart."""
+def save(results: list[Backend], stamp: str, directory: Path) -> list[Path]:
+    """Write the JSON, and the PNG chart of the framework's rows when they ran."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    data = [{"backend": b.name, "keys": b.keys, "seed_seconds": b.seed_seconds, "summary": b.summary(),
-             "runs": b.runs, "rss": b.rss, "cold_uncached_rps_by_keys": b.uncached,
-             "in_process_us": b.in_process, "revocation_reach_seconds": b.reach} for b in results]
+    data = [{"backend": b.name, "keys": b.keys, "seed_seconds": b.seed_seconds,
+             "summary": b.summary() if b.runs else {}, "runs": b.runs, "rss": b.rss,
+             "cold_uncached_rps_by_keys": b.uncached, "in_process_us": b.in_process,
+             "revocation_reach_seconds": b.reach, "proxy": b.proxy} for b in results]
     json_path = directory / f"bench-{stamp}.json"
     json_path.write_text(json.dumps({"machine": machine(), "results": data}, indent=2))
+    if not all(backend.runs for backend in results):
+        return [json_path]
     figure, axis = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(results)
     for offset, backend in enumerate(results):
@@ -465,7 +496,7 @@ def save(results: list[Backend], stamp: str, directory: Path) -> tuple[Path, Pat
     figure.tight_layout()
     png_path = directory / f"bench-{stamp}.png"
     figure.savefig(png_path, dpi=110)
-    return json_path, png_path
+    return [json_path, png_path]
 
 
 def machine() -> dict[str, Any]:
@@ -484,6 +515,7 @@ def main() -> None:
     parser.add_argument("--memory-checks", type=int, default=100_000,
                         help="checks to run before the second memory reading")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    parser.add_argument("--proxy-only", action="store_true", help="only the rows through nginx")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk (make bench installs it)")
@@ -492,10 +524,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="livekit-bench-") as directory:
         for backend in options.backends.split(","):
             results.append(run_backend(backend, options.keys, options.seconds, options.rounds,
-                                       Path(directory), options.memory_checks))
+                                       Path(directory), options.memory_checks, options.proxy_only))
     print_table(results)
-    json_path, png_path = save(results, stamp, options.results)
-    print(f"\nwrote {json_path} and {png_path}")
+    written = save(results, stamp, options.results)
+    print(f"\nwrote {' and '.join(str(path) for path in written)}")
 
 
 if __name__ == "__main__":

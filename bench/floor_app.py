@@ -13,3 +13,7 @@ app = Flask(__name__)
 def health():
     """The same envelope our /health answers."""
     return jsonify({"success": True, "message": "ok", "data": None})
+
+
+# The service nginx protects in the bench's proxy rows (bench/proxy.py), at the path it protects.
+app.add_url_rule("/agents/health", "agents_health", health)

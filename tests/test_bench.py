@@ -1,4 +1,4 @@
-"""A small run of make bench's script, so that it cannot rot: 1,000 keys, a second a run."""
+"""A small run of make bench's script, so that it cannot rot: 1,000 keys, a second a run, nginx included."""
 
 import json
 import shutil
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .support import PROJECT_ROOT, REQUIRE_SERVICES
+from .support import PROJECT_ROOT, REQUIRE_SERVICES, require_nginx
 
 
 def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
@@ -15,15 +15,18 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
         if REQUIRE_SERVICES:
             pytest.fail("wrk is missing: .ci/run installs it")
         pytest.skip("wrk is missing: apt-get install wrk")
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "bench" / "bench.py"), "--keys", "1000", "--seconds", "1",
+    require_nginx()  # the proxy's rows
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench", "--keys", "1000", "--seconds", "1",
          "--rounds", "1", "--backends", "sqlite", "--memory-checks", "2000", "--results", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "| sqlite | check_hot |" in result.stdout
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| sqlite | check_hot |" in done.stdout
+    assert "| proxy_hot |" in done.stdout
     [report] = tmp_path.glob("bench-*.json")
-    summary = json.loads(report.read_text())["results"][0]["summary"]
+    result = json.loads(report.read_text())["results"][0]
+    summary = result["summary"]
     assert set(summary) == {
         "floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_hot",
         "check_hot_churn", "check_cold", "check_unknown", "check_malformed", "create_key",
@@ -33,5 +36,12 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
                for name in ("check_one", "verify_one", "check_hot", "check_hot_churn", "create_key"))
     assert summary["check_hot_churn"]["revoked_per_second"] > 5
     assert 0 < summary["check_hot"]["hit_rate"] <= 1 and summary["health"]["hit_rate"] is None
-    assert "hot checks while" in result.stdout
+    assert "hot checks while" in done.stdout
     assert list(tmp_path.glob("bench-*.png"))
+    proxy = result["proxy"]["summary"]
+    assert set(proxy) == {"proxy_unprotected", "proxy_one", "proxy_hot", "proxy_unknown"}
+    assert all(figures["rps"] > 0 and figures["cpu_us"] > 0 for figures in proxy.values())
+    assert all(proxy[name]["non_2xx"] == 0 for name in ("proxy_unprotected", "proxy_one", "proxy_hot"))
+    assert proxy["proxy_unknown"]["non_2xx"] > 0  # every unknown key refused, none let through
+    assert proxy["proxy_unprotected"]["rps_ratio"] == 1
+    assert len(result["proxy"]["reach_seconds"]) > 0

@@ -1,0 +1,110 @@
+"""make bench's forward-authentication rows: a protected call against the same call unprotected.
+
+nginx runs deploy/nginx's configuration as the tests run it (tests/support.running_nginx), with
+a worker per core, in front of two app servers with the production defaults and their limits in
+Redis, as docs/deployment.md deploys them, and protects the floor app (bench/floor_app.py) under
+/agents/. The bench adds one location, /unprotected/, that passes to the same upstream route
+without a key check. wrk sends the same requests, each with an x-api-key header, to both, in
+alternating rounds; every process of the path (nginx, both app servers, the floor, PostgreSQL)
+is counted for CPU per request.
+"""
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from bench.reach import revocation_reach
+from tests.support import running_nginx
+
+# Row: the path wrk asks for, and the key file it sends.
+ROWS = {
+    "proxy_unprotected": ("/unprotected/health", "check_one"),
+    "proxy_one": ("/agents/health", "check_one"),
+    "proxy_hot": ("/agents/health", "proxy_hot"),
+    "proxy_unknown": ("/agents/health", "check_unknown"),
+}
+UNPROTECTED = """    location /unprotected/ {
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Request-ID $request_id;
+        proxy_pass http://agents_api/agents/;
+    }
+
+"""
+
+
+def children(pid: int) -> list[int]:
+    """The processes a process started."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in out.stdout.split()]
+
+
+def run_proxy(
+    serve: Callable[..., Any], floor_command: list[str], key_files: dict[str, Path], spare: Iterator[int],
+    secret: Callable[[int], str], measure: Callable[..., dict[str, Any]], seconds: int, rounds: int,
+    warm_up: int, workdir: Path, database_pids: Callable[[], list[int]], **settings: str,
+) -> dict[str, Any]:
+    """Every proxy row in alternating rounds, then the revocation reach through nginx."""
+    with serve(**settings) as first, serve(**settings) as second, serve(command=floor_command) as floor:
+        servers = [first.url.removeprefix("http://"), second.url.removeprefix("http://")]
+        nginx_dir = workdir / f"nginx-{first.url.rsplit(':', 1)[1]}"
+        nginx_dir.mkdir()
+        with running_nginx(nginx_dir, servers, floor.url.removeprefix("http://"), UNPROTECTED, "auto") as nginx:
+            origin = f"https://127.0.0.1:{nginx.https_port}"
+
+            def path_pids() -> list[int]:
+                every = [nginx.process.pid, *children(nginx.process.pid)]
+                for server in (first, second, floor):
+                    every += [server.process.pid, *server.worker_pids()]
+                return every + database_pids()
+
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for round_number in range(rounds):
+                for row, (path, keys_file) in ROWS.items():
+                    measure(origin + path, key_files[keys_file], warm_up, path_pids)
+                    report = measure(origin + path, key_files[keys_file], seconds, path_pids)
+                    runs.setdefault(row, []).append(report)
+                    print(f"[proxy] round {round_number + 1} {row:18} {report['rps']:8.0f} rps", flush=True)
+            with requests.Session() as session:
+                session.trust_env = False  # REQUESTS_CA_BUNDLE would overrule nginx's certificate
+                session.verify = str(nginx.certificate)
+                # Four checks first: nginx keeps the answer after the first.
+                reach = revocation_reach(session, f"{origin}/agents/health", first.url, spare, secret, 4)
+    return {"runs": runs, "summary": summary(runs), "reach_seconds": reach}
+
+
+def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per row: median rps and CPU per request over rounds, and both as ratios to the unprotected row."""
+    result = {}
+    for row, reports in runs.items():
+        result[row] = {
+            "rps": float(np.median([report["rps"] for report in reports])),
+            "cpu_us": float(np.median([report["cpu_us"] for report in reports])),
+            "p99_ms": max(report["p99_us"] for report in reports) / 1000,
+            "non_2xx": sum(report["non_2xx"] for report in reports),
+        }
+    unprotected = result["proxy_unprotected"]
+    for figures in result.values():
+        figures["rps_ratio"] = figures["rps"] / unprotected["rps"]
+        # A protected call's CPU as its share of capacity: 1.0 costs what the unprotected call costs.
+        figures["cpu_ratio"] = unprotected["cpu_us"] / figures["cpu_us"]
+    return result
+
+
+def print_rows(backend: str, proxy: dict[str, Any]) -> None:
+    """The proxy rows as a Markdown table, and the reach through nginx."""
+    print(f"\n{backend}, through nginx (deploy/nginx, two app servers, limits in Redis):\n")
+    print("| row | req/s | ratio | CPU µs/request (all processes) | CPU ratio | p99 ms | non-2xx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row, figures in proxy["summary"].items():
+        print(f"| {row} | {figures['rps']:.0f} | {figures['rps_ratio']:.2f} | {figures['cpu_us']:.0f} "
+              f"| {figures['cpu_ratio']:.2f} | {figures['p99_ms']:.2f} | {figures['non_2xx']} |")
+    reach = proxy["reach_seconds"]
+    if reach:
+        print(f"\n{backend}: a revocation through one server was refused through nginx in "
+              f"{np.median(reach) * 1000:.0f} ms (median), {max(reach) * 1000:.0f} ms at most, over {len(reach)} keys")
