@@ -72,6 +72,10 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+# The advisory lock migrations hold on PostgreSQL: any number that no other code of this database takes.
+MIGRATION_LOCK = 7_340_611_201
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -109,6 +113,12 @@ def run_migrations_online():
         # that others reference would refuse with foreign keys on: they are off while
         # migrating, as Alembic's batch documentation advises, and on again after.
         sqlite = connection.dialect.name == "sqlite"
+        postgresql = connection.dialect.name == "postgresql"
+        if postgresql:
+            # Servers started together on a fresh database migrate one after another: the others
+            # wait here, then find nothing left to do, instead of creating the same tables at once.
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            connection.commit()  # the lock is the session's: it outlives this transaction
         if sqlite:
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
             connection.commit()  # end the transaction the pragma began, so migrations run in their own
@@ -122,6 +132,9 @@ def run_migrations_online():
             context.run_migrations()
         if sqlite:
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+        if postgresql:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
             connection.commit()
 
 

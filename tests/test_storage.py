@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,8 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from livekit_auth import keys
-from livekit_auth.config import load_or_create_secret_key
+from livekit_auth.config import database_url, load_or_create_secret_key
 from livekit_auth.extensions import db
+
+from .support import PROJECT_ROOT, require_service
 
 
 def every_stored_value(app) -> list[str]:
@@ -82,3 +86,25 @@ def test_a_request_gives_back_the_session_it_opened_and_opens_none_it_does_not_n
     assert client.get("/health").status_code == 200
     assert pool.checkedout() == checked_out
     assert not db.session.registry.registry
+
+
+def test_servers_started_together_on_a_fresh_postgresql_database_all_migrate(tmp_path) -> None:
+    server = require_service("TEST_DATABASE_URL", "set it to a PostgreSQL database the test may use")
+    name = f"livekit_auth_migrate_{os.getpid()}"
+    admin = sa.create_engine(database_url(server, ""), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"CREATE DATABASE {name}"))
+        fresh = database_url(server, "").rsplit("/", 1)[0] + "/" + name
+        commands = [
+            subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT,
+                             env={"PATH": "/usr/bin:/bin", "DATABASE_URL": fresh, "SECRET_KEY": "test"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        finished = [command.communicate(timeout=120) for command in commands]
+        assert [command.returncode for command in commands] == [0] * 4, [err[-2000:] for _, err in finished]
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
