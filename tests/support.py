@@ -179,17 +179,17 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 
 
-def local_services() -> Callable[[], None]:
+def local_services(name: str = f"livekit_auth_test_{os.getpid()}") -> Callable[[], None]:
     """Use the PostgreSQL and Redis that answer on this machine when none were named.
 
-    A database of this run's own is created, and dropped by the returned function; a service
+    A database of this run's own (name) is created, and dropped by the returned function; a service
     that does not answer within a second is left out, and its tests skip with the reason.
     """
     cleanups: list[Callable[[], None]] = []
     if not os.environ.get("TEST_DATABASE_URL"):
-        name = f"livekit_auth_test_{os.getpid()}"
+        # No pool: the clean-up connects afresh, since the server may have restarted during the run.
         server = sa.create_engine(database_url(LOCAL_POSTGRES, ""), isolation_level="AUTOCOMMIT",
-                                  connect_args={"connect_timeout": 1})
+                                  connect_args={"connect_timeout": 1}, poolclass=sa.pool.NullPool)
         try:
             with server.connect() as connection:
                 connection.execute(sa.text(f"CREATE DATABASE {name}"))

@@ -16,7 +16,7 @@ from livekit_auth import keys
 from livekit_auth.config import database_url, load_or_create_secret_key
 from livekit_auth.extensions import db
 
-from .support import PROJECT_ROOT, require_service
+from .support import LOCAL_POSTGRES, PROJECT_ROOT, local_services, require_service
 
 
 def every_stored_value(app) -> list[str]:
@@ -108,3 +108,25 @@ def test_servers_started_together_on_a_fresh_postgresql_database_all_migrate(tmp
         with admin.connect() as connection:
             connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_the_suites_own_database_is_dropped_on_a_fresh_connection(monkeypatch) -> None:
+    require_service("TEST_DATABASE_URL", "set it to a PostgreSQL database the test may use")
+    monkeypatch.delenv("TEST_DATABASE_URL")
+    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
+    sessions = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = 'postgres' AND pid <> pg_backend_pid()")
+    watcher = sa.create_engine(database_url(LOCAL_POSTGRES, ""), isolation_level="AUTOCOMMIT")
+    try:
+        with watcher.connect() as connection:
+            before = set(connection.execute(sessions).scalars())
+            undo = local_services(f"livekit_auth_cleanup_{os.getpid()}")
+            made = os.environ["TEST_DATABASE_URL"].rsplit("/", 1)[1]
+            # As when PostgreSQL restarts during the run: whatever local_services kept open dies.
+            for pid in set(connection.execute(sessions).scalars()) - before:
+                connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            undo()
+            left = connection.execute(sa.text("SELECT count(*) FROM pg_database WHERE datname = :name"),
+                                      {"name": made}).scalar()
+            assert left == 0
+    finally:
+        watcher.dispose()
