@@ -270,6 +270,15 @@ def test_slow_clients_hold_no_app_worker(deployment) -> None:
             connection.close()
 
 
+def test_a_client_cannot_send_the_caller_headers_nginx_leaves_empty(deployment) -> None:
+    body = {"user_name": "No Org", "user_email": f"no-org-{uuid.uuid4().hex[:8]}@example.com"}
+    key = deployment.call("POST", "/auth/create-key", body=body, client=f"127.0.4.{next(CREATORS)}").json()
+    answer = deployment.call("GET", "/agents/rooms", key["data"]["api_key"], client="127.0.0.19",
+                             headers={"X-Auth-Org": "Spoofed Inc"})
+    assert answer.status_code == 200
+    assert "Spoofed Inc" not in answer.json().values()
+
+
 def verifies(deployment: Deployment, client: str) -> int:
     """How many /auth/verify requests for a client address the app servers answered."""
     return sum(len(deployment.served(server, "/auth/verify", client)) for server in deployment.servers)

@@ -1,6 +1,7 @@
 -- Forward authentication for nginx's Lua module (Debian's libnginx-mod-http-lua): a request to
--- a protected location goes on only with a key the service accepts, and with its caller in
--- X-Auth-* headers. livekit-auth.conf calls authenticate() in the access phase.
+-- a protected location goes on only with a key the service accepts, and with its caller in the
+-- $livekit_auth_* variables, which livekit-auth.conf passes on as X-Auth-* headers. It calls
+-- authenticate() in the access phase.
 --
 -- The service's 204 answers are kept in the shared dictionary livekit_auth_answers, under the
 -- key's SHA-256 digest (never the key) for as long as the answer's X-Auth-Max-Age allows, and
@@ -18,8 +19,12 @@ ffi.cdef([[unsigned char *SHA256(const unsigned char *data, size_t length, unsig
 
 local M = {}
 
--- What the service tells the protected upstream, in its own names; nginx clears any a client sent.
+-- What the service tells the protected upstream, and the variables livekit-auth.conf passes it in.
 local FORWARDED = { "X-Auth-User-Id", "X-Auth-User-Email", "X-Auth-Org", "X-Auth-Key-Id", "X-Auth-Key-Prefix" }
+local VARIABLES = {
+    "livekit_auth_user_id", "livekit_auth_user_email", "livekit_auth_org", "livekit_auth_key_id",
+    "livekit_auth_key_prefix",
+}
 local SHARDS = 256
 local LINE = 17 -- a shard's version: 16 hexadecimal digits and a newline
 local VERSION_DIGITS = 16
@@ -61,8 +66,9 @@ local function shard_versions()
 end
 
 local function forward(values)
-    for i = 1, #FORWARDED do
-        ngx.req.set_header(FORWARDED[i], values[i])
+    local variables = ngx.var
+    for i = 1, #VARIABLES do
+        variables[VARIABLES[i]] = values[i]
     end
 end
 
