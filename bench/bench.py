@@ -248,12 +248,16 @@ def run_wrk(url: str, script: str, keys_file: Path | None, seconds: int) -> dict
     return json.loads(out[out.index("{"):out.rindex("}") + 1])
 
 
-def measure_path(url: str, keys_file: Path, seconds: int, pids: Callable[[], list[int]]) -> dict[str, Any]:
-    """One wrk run sending keys from a file, with the CPU per request of every process pids() names."""
-    before = pids()
-    cpu_before = cpu_seconds(before)
+def measure_path(url: str, keys_file: Path, seconds: int, pids: Callable[[], dict[str, list[int]]]) -> dict[str, Any]:
+    """One wrk run sending keys from a file, with the CPU per request of each group of processes pids() names."""
+    groups = pids()
+    before = {name: cpu_seconds(members) for name, members in groups.items()}
     report = run_wrk(url, "keys.lua", keys_file, seconds)
-    report["cpu_us"] = round((cpu_seconds(before) - cpu_before) / max(report["requests"], 1) * 1e6, 1)
+    requests = max(report["requests"], 1)
+    report["cpu_us_by_process"] = {
+        name: round((cpu_seconds(members) - before[name]) / requests * 1e6, 1) for name, members in groups.items()
+    }
+    report["cpu_us"] = round(sum(report["cpu_us_by_process"].values()), 1)
     return report
 
 

@@ -136,7 +136,7 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "LAST_USED_FLUSH_SECONDS": seconds(environ, "LAST_USED_FLUSH_SECONDS", 2),
         "KEY_CACHE_SIZE": whole_number(environ, "KEY_CACHE_SIZE", 5000),
         "KEY_CACHE_POLL_SECONDS": seconds(environ, "KEY_CACHE_POLL_SECONDS", 0.5),
-        "PROXY_CACHE_SECONDS": seconds(environ, "PROXY_CACHE_SECONDS", 60),
+        "PROXY_CACHE_SECONDS": seconds(environ, "PROXY_CACHE_SECONDS", 300),
         "ROTATION_AGE_DAYS": whole_number(environ, "ROTATION_AGE_DAYS", 90),
         "ADMIN_IDLE_TIMEOUT_MINUTES": whole_number(environ, "ADMIN_IDLE_TIMEOUT_MINUTES", 30),
         "ADMIN_LOGIN_MAX_FAILURES": 5,
