@@ -14,6 +14,7 @@ from .envelope import error_response, success_response
 from .errors import ApiError
 from .extensions import db
 from .gate import public
+from .keyring import FAILED_AUTH, FAILED_AUTH_SCOPE
 from .metrics import exposition
 
 bp = Blueprint("health", __name__)
@@ -50,11 +51,20 @@ def favicon() -> ResponseReturnValue:
 @bp.get("/metrics")
 @public
 def metrics() -> ResponseReturnValue:
-    """Prometheus metrics, for a bearer of METRICS_TOKEN; not there at all without one."""
+    """Prometheus metrics, for a bearer of METRICS_TOKEN; not there at all without one.
+
+    The right token is always answered, so a scraper is never limited; a wrong one counts as a
+    failed check against the address (RATELIMIT_FAILED_AUTH), and an address past that limit
+    gets 429 for its guesses, like a guesser of keys.
+    """
     token = current_app.config["METRICS_TOKEN"]
     if not token:
         raise ApiError(404, "Not Found")
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "Invalid metrics token")
-    return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme == "Bearer" and hmac.compare_digest(given.encode(), token.encode()):
+        return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
+    limits = current_app.extensions["rate_limits"]
+    address = request.remote_addr or ""
+    limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
+    limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
+    raise ApiError(401, "Invalid metrics token")

@@ -117,6 +117,17 @@ def test_probes_and_metrics_are_never_limited(limited) -> None:
     assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
 
 
+def test_metrics_token_guesses_count_against_the_address_and_the_right_token_still_works(limited) -> None:
+    client = limited(RATELIMIT_FAILED_AUTH="3 per minute", METRICS_TOKEN="metrics-secret").test_client()
+    for n in range(3):
+        envelope_error(client.get("/metrics", headers={"Authorization": f"Bearer guess-{n}"}), 401)
+    refused = client.get("/metrics", headers={"Authorization": "Bearer guess-3"})
+    envelope_error(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+    envelope_error(check(client, "lvk_wrong"), 429)  # one count of failures per address
+    assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
+
+
 def test_failed_guesses_count_on_paths_that_do_not_exist(limited) -> None:
     client = limited(RATELIMIT_FAILED_AUTH="3 per minute").test_client()
     guess = "lvk_" + "B" * 43

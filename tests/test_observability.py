@@ -34,6 +34,8 @@ def test_metrics_need_their_token(app, api, client) -> None:
     app.config["METRICS_TOKEN"] = "metrics-secret"
     envelope_error(client.get("/metrics"), 401)
     envelope_error(client.get("/metrics", headers={"Authorization": "Bearer nope"}), 401)
+    envelope_error(client.get("/metrics", headers={"Authorization": "metrics-secret"}), 401)  # Bearer only
+    envelope_error(client.get("/metrics", headers={"Authorization": "Basic metrics-secret"}), 401)
     api.get("/auth/check-key", api.new_key())
     api.get("/auth/check-key", "lvk_bad")
     response = client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
