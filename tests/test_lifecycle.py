@@ -6,9 +6,10 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from livekit_auth import keys
+from livekit_auth.auth import services
 from livekit_auth.extensions import db
 from livekit_auth.models import ApiKey, KeyUseCount
 from livekit_auth.keyring.usage import UsageRecorder
@@ -346,3 +347,36 @@ def test_the_key_list_comes_in_pages_linked_by_rel_next(api) -> None:
 @pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "before=0", "before=x"])
 def test_a_bad_page_of_keys_is_a_400(api, query) -> None:
     envelope_error(api.get(f"/auth/keys?{query}", api.new_key()), 400)
+
+
+@pytest.fixture
+def keys_loaded():
+    """How many ApiKey rows the ORM loads from the database while the test runs."""
+    loaded = []
+
+    def count(target, context) -> None:
+        loaded.append(target)
+
+    event.listen(ApiKey, "load", count)
+    yield loaded
+    event.remove(ApiKey, "load", count)
+
+
+def test_issuing_a_key_costs_the_same_however_many_keys_its_user_held(app, api, keys_loaded) -> None:
+    key = api.new_key()
+    with app.app_context():
+        holder = db.session.scalar(select(ApiKey).where(ApiKey.digest == keys.digest(key))).user
+        revoked_at = holder.created_at
+        for _ in range(300):
+            issued = keys.generate()
+            db.session.add(ApiKey(user=holder, digest=issued.digest, display_prefix=issued.display_prefix,
+                                  created_at=revoked_at, revoked_at=revoked_at))
+        db.session.commit()
+        email = holder.email
+    keys_loaded.clear()
+    assert api.call("POST", "/auth/keys", key, json={"name": "more"}).status_code == 200
+    assert api.call("POST", "/auth/keys/rotate", key).status_code == 200
+    with app.app_context():
+        services.issue_for_email(email, {}, "admin's", None, "admin@example.com")
+        db.session.commit()
+    assert len(keys_loaded) <= 3  # the rotated key itself, never the 300 revoked ones

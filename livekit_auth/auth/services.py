@@ -28,14 +28,16 @@ def issue_key(
 ) -> tuple[ApiKey, str]:
     """Stage a new key for a user, and its audit row; return it and the secret, never stored."""
     issued = keys.generate()
+    # Set from the key's side: appending to user.keys would load every key the user ever held.
     key = ApiKey(
+        user=user,
         digest=issued.digest,
         display_prefix=issued.display_prefix,
         name=name,
         created_at=now,
         expires_at=expires_at,
     )
-    user.keys.append(key)
+    db.session.add(key)
     audit.record(audit.KEY_CREATED, actor=actor, target=key.display_prefix, detail=f"for {user.email}")
     return key, issued.secret
 
