@@ -12,6 +12,7 @@ whole episode, and every failure is counted in livekit_auth_limit_store_errors_t
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -20,7 +21,7 @@ from typing import Any, ParamSpec
 
 from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
 from werkzeug.wrappers import Response
@@ -49,14 +50,27 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+# A window of zero units, which limits would read as one unit ("10 per 0 hour" as "10 per 1 hour").
+ZERO_WINDOW = re.compile(r"(/|\bper)\s*0+\s*[a-z]", re.IGNORECASE)
+
+
 def parse_limit(setting: str, value: str) -> RateLimitItem:
-    """A limit in the `limits` notation, or a SettingError that names the setting."""
+    """One limit in the `limits` notation, or a SettingError that names the setting.
+
+    limits reads only the first of several ("10 per hour; 5 per minute") and a window of zero
+    units as one unit; both are refused rather than served as something else.
+    """
     try:
-        return parse(value)
+        every = parse_many(value)
     except ValueError as error:
         raise SettingError(
             f"{setting}={value!r} is not a rate limit; write it as '10 per hour' or '60/minute'"
         ) from error
+    if len(every) != 1:
+        raise SettingError(f"{setting}={value!r} names {len(every)} limits; it takes one, such as '10 per hour'")
+    if ZERO_WINDOW.search(value):
+        raise SettingError(f"{setting}={value!r} has a window of no time; write it as '10 per hour' or '60/minute'")
+    return every[0]
 
 
 @lru_cache(maxsize=4096)
