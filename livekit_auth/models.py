@@ -1,5 +1,6 @@
 """The database tables, as typed SQLAlchemy 2.0 models."""
 
+import unicodedata
 from datetime import date, datetime, timezone
 from collections.abc import Callable
 from enum import StrEnum
@@ -42,8 +43,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def canonical_email(email: str) -> str:
-    """An email as compared: trimmed and lower-cased, so two spellings of one address are one."""
-    return email.strip().lower()
+    """An email as compared: trimmed, NFKC-folded (ｄｕｐｅ is dupe) and lower-cased: one address, one form."""
+    return unicodedata.normalize("NFKC", email.strip()).lower()
 
 
 def lower_copy(source: str, rule: Callable[[str], str] = str.lower) -> Callable[[Any], str | None]:

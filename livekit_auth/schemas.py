@@ -20,6 +20,9 @@ MAX_LEAKED_KEYS = 100
 LEAKED_STRING_MAX_LENGTH = 200  # far past a key's 53 characters: anything longer is not one
 # Control characters, and lone surrogates that no database can store as text.
 FORBIDDEN_CATEGORIES = {"Cc", "Cs"}
+# The bidirectional embeddings, overrides and isolates, which reorder what the admin and the CLI
+# show around them ("‮moc.elpmaxe" reads as example.com).
+BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 
 def timestamp(value: datetime) -> str:
@@ -90,7 +93,7 @@ class TrimmedText(NamedString):
             else:
                 bounds = f"at most {self.max_length}"
             raise ValidationError(f"{self.name} must be {bounds} characters")
-        if any(unicodedata.category(char) in FORBIDDEN_CATEGORIES for char in text):
+        if any(unicodedata.category(char) in FORBIDDEN_CATEGORIES or char in BIDI_CONTROLS for char in text):
             raise ValidationError(f"{self.name} must not contain control characters")
         return text
 

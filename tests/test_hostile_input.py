@@ -94,3 +94,17 @@ def test_a_key_in_a_cookie_the_query_or_the_body_is_never_accepted(api, client) 
     client.set_cookie("x-api-key", key)
     envelope_error(client.get(f"/auth/check-key?x-api-key={key}&api_key={key}"), 401)
     envelope_error(client.post("/auth/keys", json={"x-api-key": key, "api_key": key}), 401)
+
+
+@pytest.mark.parametrize("spelling", ["ｄｕｐｅ@example.com", "ＤＵＰＥ@EXAMPLE.COM", "dupe@ｅｘａｍｐｌｅ.com"])
+def test_a_compatibility_spelling_of_a_taken_email_is_the_same_user(api, spelling) -> None:
+    api.new_key(user_email="dupe@example.com")
+    envelope_error(api.create_key(user_email=spelling), 409, "An API key has already been issued for this email address")
+
+
+@pytest.mark.parametrize("control", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+                                     "\u2069"])
+@pytest.mark.parametrize("field", ["user_name", "org_name"])
+def test_bidirectional_controls_are_refused_like_other_control_characters(api, control, field) -> None:
+    body = envelope_error(api.create_key(**{field: f"Acme {control}moc.elpmaxe"}), 400)
+    assert "control characters" in str(body["errors"])
