@@ -23,6 +23,8 @@ FORBIDDEN_CATEGORIES = {"Cc", "Cs"}
 # The bidirectional embeddings, overrides and isolates, which reorder what the admin and the CLI
 # show around them ("‮moc.elpmaxe" reads as example.com).
 BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+# The same rule in the OpenAPI document: outer whitespace, which is trimmed, and no control inside.
+NO_CONTROLS = r"^\s*[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*\s*$"
 
 
 def timestamp(value: datetime) -> str:
@@ -50,7 +52,10 @@ class NamedString(NamedErrors, fields.String):
 
 
 class WholeNumber(NamedErrors, fields.Integer):
-    """A JSON integer within bounds: no strings, no fractions, no booleans."""
+    """A JSON integer within bounds: no strings, no fractions, no booleans.
+
+    30.0 is an integer to JSON Schema, and so to the OpenAPI document: it is taken as 30.
+    """
 
     default_error_messages = {"invalid": "{field} must be a whole number"}
 
@@ -60,6 +65,8 @@ class WholeNumber(NamedErrors, fields.Integer):
         self.maximum = maximum
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         number = super()._deserialize(value, attr, data, **kwargs)
         if not self.minimum <= number <= self.maximum:
             raise ValidationError(f"{self.name} must be from {self.minimum} to {self.maximum}")
@@ -81,7 +88,8 @@ class TrimmedText(NamedString):
     """A string of bounded length with outer whitespace removed and no control characters."""
 
     def __init__(self, *, min_length: int = 0, max_length: int, **kwargs: Any) -> None:
-        super().__init__(metadata={"minLength": min_length, "maxLength": max_length}, **kwargs)
+        metadata = {"minLength": min_length, "maxLength": max_length, "pattern": NO_CONTROLS}
+        super().__init__(metadata=metadata, **kwargs)
         self.min_length = min_length
         self.max_length = max_length
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from livekit_auth.extensions import db
 from livekit_auth.models import ApiKey, User
+from livekit_auth.schemas import NO_CONTROLS
 
 from .support import envelope_error
 
@@ -108,3 +109,23 @@ def test_a_compatibility_spelling_of_a_taken_email_is_the_same_user(api, spellin
 def test_bidirectional_controls_are_refused_like_other_control_characters(api, control, field) -> None:
     body = envelope_error(api.create_key(**{field: f"Acme {control}moc.elpmaxe"}), 400)
     assert "control characters" in str(body["errors"])
+
+
+@pytest.mark.parametrize(("given", "expires"), [(30.0, "2026-02-14T10:00"), (1.0, "2026-01-16T10:00")])
+def test_a_whole_number_written_with_a_fraction_of_zero_is_that_number(api, given, expires, frozen_clock) -> None:
+    answer = api.call("POST", "/auth/keys", api.new_key(), json={"expires_in_days": given})
+    assert answer.status_code == 200, answer.json
+    assert answer.json["data"]["expires_at"].startswith(expires)
+    rotated = api.call("POST", "/auth/keys/rotate", answer.json["data"]["api_key"], json={"grace_hours": 2.0})
+    assert rotated.status_code == 200, rotated.json
+
+
+@pytest.mark.parametrize("given", [30.5, "30", True])
+def test_a_number_that_is_not_whole_is_refused(api, given) -> None:
+    body = envelope_error(api.call("POST", "/auth/keys", api.new_key(), json={"expires_in_days": given}), 400)
+    assert body["errors"] == {"expires_in_days": ["expires_in_days must be a whole number"]}
+
+
+def test_the_document_states_the_no_control_characters_rule(client) -> None:
+    schema = client.get("/openapi.json").json["components"]["schemas"]["CreateKey"]["properties"]["user_name"]
+    assert schema["pattern"] == NO_CONTROLS
