@@ -154,6 +154,7 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "RATELIMIT_KEY_ISSUE": environ.get("RATELIMIT_KEY_ISSUE", "30 per hour"),
         "RATELIMIT_LEAK_REPORT": environ.get("RATELIMIT_LEAK_REPORT", "30 per minute"),
         "RATELIMIT_KEY_PREFIX": environ.get("RATELIMIT_KEY_PREFIX", "livekit_auth"),
+        "RATELIMIT_IPV6_PREFIX": whole_number(environ, "RATELIMIT_IPV6_PREFIX", 64),
         "TRUSTED_PROXY_COUNT": whole_number(environ, "TRUSTED_PROXY_COUNT", 0),
         "METRICS_TOKEN": environ.get("METRICS_TOKEN") or None,
         "ENVIRONMENT": environment(environ),

@@ -64,7 +64,7 @@ def metrics() -> ResponseReturnValue:
     if scheme == "Bearer" and hmac.compare_digest(given.encode(), token.encode()):
         return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
     limits = current_app.extensions["rate_limits"]
-    address = request.remote_addr or ""
+    address = limits.address(request.remote_addr or "")
     limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
     limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
     raise ApiError(401, "Invalid metrics token")

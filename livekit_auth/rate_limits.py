@@ -10,6 +10,8 @@ A store that fails or does not answer within STORE_TIMEOUT_SECONDS lets requests
 whole episode, and every failure is counted in livekit_auth_limit_store_errors_total.
 """
 
+import heapq
+import ipaddress
 import logging
 import math
 import re
@@ -34,6 +36,8 @@ STORE_TIMEOUT_SECONDS = 0.1
 STORE_RETRY_SECONDS = 5.0
 # How often a worker's memory:// store drops the counts of windows that have ended.
 SWEEP_SECONDS = 60.0
+# The most fixed windows a worker keeps in memory:// (about 150 bytes each), however many clients come.
+MEMORY_WINDOWS = 100_000
 LIMIT_SETTINGS = (
     "RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN", "RATELIMIT_KEY_ISSUE",
     "RATELIMIT_LEAK_REPORT",
@@ -74,6 +78,20 @@ def parse_limit(setting: str, value: str) -> RateLimitItem:
 
 
 @lru_cache(maxsize=4096)
+def counted_address(address: str, ipv6_prefix: int) -> str:
+    """An address as limits count it (RateLimits.address); text that is no address, as it is."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network((parsed, ipv6_prefix), strict=False))
+    return str(parsed)
+
+
+@lru_cache(maxsize=4096)
 def store_key(limit: RateLimitItem, prefix: str, scope: tuple[str, ...]) -> str:
     """The store's key for a scope's window under a limit, as limits names it; the busiest are kept."""
     return limit.key_for(prefix, *scope)
@@ -90,9 +108,10 @@ class WorkerMemoryStorage(Storage):
 
     base_exceptions = ValueError
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = MEMORY_WINDOWS) -> None:
         super().__init__(wrap_exceptions=True)
         self.counts: dict[str, tuple[int, float]] = {}  # key: (count, when its window ends)
+        self.capacity = capacity
         self.lock = threading.Lock()
         self.swept_at = time.time()
 
@@ -100,14 +119,25 @@ class WorkerMemoryStorage(Storage):
         """Add to a key's count, opening a window of `expiry` seconds when none is running."""
         now = time.time()
         with self.lock:
-            if now - self.swept_at >= SWEEP_SECONDS:
-                self.counts = {name: entry for name, entry in self.counts.items() if entry[1] > now}
-                self.swept_at = now
+            if now - self.swept_at >= SWEEP_SECONDS or (key not in self.counts and len(self.counts) >= self.capacity):
+                self.sweep(now)
             count, window_ends = self.counts.get(key, (0, now))
             if window_ends <= now:
                 count, window_ends = 0, now + expiry
             self.counts[key] = (count + amount, window_ends)
         return count + amount
+
+    def sweep(self, now: float) -> None:
+        """Drop the ended windows; when still full, the tenth of them that would end soonest.
+
+        So however many addresses a flood brings, a worker holds at most `capacity` windows.
+        """
+        self.counts = {name: entry for name, entry in self.counts.items() if entry[1] > now}
+        self.swept_at = now
+        if len(self.counts) >= self.capacity:
+            ending = heapq.nsmallest(max(1, self.capacity // 10), self.counts, key=lambda name: self.counts[name][1])
+            for name in ending:
+                del self.counts[name]
 
     def get(self, key: str) -> int:
         """A key's count in its running window; 0 when none is running."""
@@ -160,10 +190,21 @@ class RateLimits:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.enabled = bool(config["RATELIMIT_ENABLED"])
         self.prefix = config["RATELIMIT_KEY_PREFIX"]
+        self.ipv6_prefix = config["RATELIMIT_IPV6_PREFIX"]
+        if not 1 <= self.ipv6_prefix <= 128:
+            raise SettingError(f"RATELIMIT_IPV6_PREFIX={str(self.ipv6_prefix)!r} is not a prefix length from 1 to 128")
         self.limits = {name: parse_limit(name, config[name]) for name in LIMIT_SETTINGS}
         self.store = open_store(config["RATELIMIT_STORAGE_URI"])
         self.resting_until = float("-inf")
         self.failing = False
+
+    def address(self, address: str) -> str:
+        """What a client address is counted as: its canonical text, an IPv6 one by its network.
+
+        2001:DB8::7 and 2001:db8:0:0:0:0:0:7 are one address, and every address of one IPv6 /64
+        (RATELIMIT_IPV6_PREFIX) one client, who could otherwise take a new address per request.
+        """
+        return counted_address(address, self.ipv6_prefix)
 
     def check(self, setting: str, *scope: str) -> None:
         """Raise RateLimited when the scope has no room left under a limit; count nothing."""
@@ -235,7 +276,7 @@ def limit_per_address(
         def limited(*args: Params.args, **kwargs: Params.kwargs) -> ResponseReturnValue:
             if request.method not in methods:
                 return view(*args, **kwargs)
-            scope = (view.__name__, request.remote_addr or "")
+            scope = (view.__name__, rate_limits().address(request.remote_addr or ""))
             if counts is None:
                 rate_limits().take(setting, *scope)
                 return view(*args, **kwargs)

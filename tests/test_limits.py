@@ -328,3 +328,43 @@ def test_memory_store_sweeps_ended_windows_without_a_thread(monkeypatch) -> None
     now[0] += rate_limits.SWEEP_SECONDS
     store.incr("late", 60)
     assert list(store.counts) == ["late"]
+
+
+@pytest.mark.parametrize(("given", "counted"), [
+    ("2001:DB8::7", "2001:db8::/64"),
+    ("2001:db8:0:0:0:0:0:7", "2001:db8::/64"),
+    ("2001:db8::ffff:1:2", "2001:db8::/64"),
+    ("2001:db8:0:1::7", "2001:db8:0:1::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("192.0.2.7", "192.0.2.7"),
+    ("not an address", "not an address"),
+])
+def test_an_address_is_counted_by_its_canonical_form_and_ipv6_by_its_64(given, counted) -> None:
+    assert rate_limits.counted_address(given, 64) == counted
+
+
+def test_behind_a_proxy_addresses_of_one_ipv6_64_share_one_count(limited) -> None:
+    client = limited(TRUSTED_PROXY_COUNT=1, RATELIMIT_FAILED_AUTH="3 per minute").test_client()
+    for address in ("2001:DB8::1", "2001:db8:0:0:0:0:0:2", "2001:db8::abcd:3"):
+        envelope_error(client.get("/auth/check-key", headers={"x-api-key": "lvk_x", "X-Forwarded-For": address}), 401)
+    rotated = client.get("/auth/check-key", headers={"x-api-key": "lvk_x", "X-Forwarded-For": "2001:db8::ffff:9"})
+    envelope_error(rotated, 429)
+    other = client.get("/auth/check-key", headers={"x-api-key": "lvk_x", "X-Forwarded-For": "2001:db8:1::1"})
+    envelope_error(other, 401)
+
+
+def test_the_ipv6_prefix_is_a_setting(limited) -> None:
+    client = limited(TRUSTED_PROXY_COUNT=1, RATELIMIT_FAILED_AUTH="1 per minute", RATELIMIT_IPV6_PREFIX=128).test_client()
+    for address in ("2001:db8::1", "2001:db8::2"):
+        envelope_error(client.get("/auth/check-key", headers={"x-api-key": "lvk_x", "X-Forwarded-For": address}), 401)
+
+
+def test_memory_store_holds_at_most_its_capacity_however_many_addresses_come(monkeypatch) -> None:
+    store = rate_limits.WorkerMemoryStorage(capacity=100)
+    now = [1000.0]
+    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
+    for address in range(1000):
+        now[0] += 0.01
+        store.incr(f"address-{address}", 60)
+        assert len(store.counts) <= 100
+    assert "address-999" in store.counts  # the newest stay; those ending soonest went first

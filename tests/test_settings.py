@@ -26,6 +26,7 @@ def run(command: list[str], tmp_path: Path, **settings: str) -> subprocess.Compl
     ("RATELIMIT_CREATE_KEY", "lots", "is not a rate limit; write it as '10 per hour' or '60/minute'"),
     ("RATELIMIT_CREATE_KEY", "10 per hour;5 per minute", "names 2 limits; it takes one, such as '10 per hour'"),
     ("RATELIMIT_FAILED_AUTH", "10 per 0 hour", "has a window of no time; write it as '10 per hour' or '60/minute'"),
+    ("RATELIMIT_IPV6_PREFIX", "129", "is not a prefix length from 1 to 128"),
     ("RATELIMIT_KEY_ISSUE", "10/0minute", "has a window of no time; write it as '10 per hour' or '60/minute'"),
     ("RATELIMIT_ENABLED", "ture", "is neither on nor off; write true or false"),
     ("SESSION_COOKIE_SECURE", "yes-please", "is neither on nor off; write true or false"),

@@ -118,7 +118,7 @@ class Keyring:
             try:
                 known = self.verify(presented, wanted, known, now)
             except KeyRefused as refusal:
-                self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
+                self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, self.rate_limits.address(address))
                 count_key_check(refusal.outcome)
                 raise
         self.usage.note(known, now)
@@ -139,7 +139,7 @@ class Keyring:
     def throttle(self, address: str) -> None:
         """Refuse an address that has failed too many key checks lately."""
         try:
-            self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
+            self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, self.rate_limits.address(address))
         except RateLimited:
             count_key_check("rate_limited")
             raise
