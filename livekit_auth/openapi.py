@@ -14,11 +14,24 @@ from werkzeug.routing import Rule
 
 from . import schemas
 from .apidoc import DOCUMENT, FORWARDED, KEY_VERSIONS, Operation, documented, operation_of
+from .errors import ApiError
 from .gate import public
 
 bp = Blueprint("docs", __name__)
 SECURITY_SCHEME = "ApiKeyHeader"
 DOCUMENT_ENTRY = "openapi_document"  # where the app keeps its document, in app.extensions
+DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})  # what templates/docs.html loads
+DOCS_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # As the admin's, but Swagger UI draws icons from data: URLs, fetches the document and sends
+    # "Try it out" requests to this origin (tests/test_browser.py finds no violation).
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 
 DESCRIPTIONS = {
     200: "Success",
@@ -230,11 +243,19 @@ def openapi_document() -> ResponseReturnValue:
 @public
 def docs_page() -> ResponseReturnValue:
     """A page that renders the OpenAPI document with Swagger UI, served from its package."""
-    return render_template("docs.html")
+    return render_template("docs.html"), DOCS_HEADERS
 
 
 @bp.get("/docs/assets/<path:filename>")
 @public
 def docs_asset(filename: str) -> ResponseReturnValue:
-    """Swagger UI's own files, from the swagger-ui-bundle package."""
-    return send_from_directory(swagger_ui_path, filename)
+    """The two files of Swagger UI that docs.html loads, from the swagger-ui-bundle package.
+
+    The package holds more (a demo page pointed at petstore.swagger.io, an OAuth redirect
+    page): none of it is served.
+    """
+    if filename not in DOCS_ASSETS:
+        raise ApiError(404, "Not Found")
+    response = send_from_directory(swagger_ui_path, filename)
+    response.headers.update(DOCS_HEADERS)
+    return response

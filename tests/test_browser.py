@@ -236,3 +236,20 @@ def test_an_operator_issues_a_key_finds_it_whole_revokes_a_user_and_exports(serv
     time.sleep(0.6)
     assert check(server, secret) == 401 and check(server, second) == 401
     context.close()
+
+
+def test_the_docs_page_renders_under_its_content_security_policy(server, browser: Browser) -> None:
+    page = browser.new_page()
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    try:
+        page.goto(f"{server.url}/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("livekit-auth")
+        page.locator(".opblock-summary-path", has_text="/auth/create-key").click()  # draws its icons
+        expect(page.locator(".opblock-body").first).to_be_visible()
+        page.locator("button.try-out__btn").first.click()
+        expect(page.locator("button.execute").first).to_be_visible()
+        assert refused == []
+    finally:
+        page.close()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from openapi_spec_validator import validate
 
@@ -129,3 +130,17 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(database_uri
         assert "Traceback" not in server.log()
     if not database_uri.startswith("sqlite"):
         clear_database(database_uri)  # the tests after this one start from empty tables
+
+
+@pytest.mark.parametrize("asset", ["index.html", "oauth2-redirect.html", "swagger-initializer.js", "../__init__.py"])
+def test_no_file_of_swagger_ui_but_the_two_the_page_loads_is_served(client, asset) -> None:
+    assert client.get(f"/docs/assets/{asset}").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/assets/swagger-ui.css", "/docs/assets/swagger-ui-bundle.js"])
+def test_the_docs_carry_the_admins_protections(client, path) -> None:
+    with client.get(path) as response:
+        assert response.status_code == 200
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert "script-src 'self';" in response.headers["Content-Security-Policy"]
