@@ -8,6 +8,7 @@ from .models import AuditEvent
 
 LOGIN = "login"
 LOGIN_FAILED = "login_failed"
+LOGIN_LOCKED = "login_locked"  # an account's failed logins ran out: recorded once per window
 LOGOUT = "logout"
 REVOKE = "revoke"
 REVOKE_LEAKED = "revoke_leaked"

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from livekit_auth import create_app, keys, rate_limits
 from livekit_auth.extensions import db
-from livekit_auth.models import User
+from livekit_auth.models import AuditEvent, User
 
 from .support import AdminActions, envelope_error, live_server, release, require_service
 
@@ -368,3 +368,17 @@ def test_memory_store_holds_at_most_its_capacity_however_many_addresses_come(mon
         store.incr(f"address-{address}", 60)
         assert len(store.counts) <= 100
     assert "address-999" in store.counts  # the newest stay; those ending soonest went first
+
+
+def test_a_locked_accounts_refusals_count_against_the_address_and_are_recorded_once(limited, admin_account) -> None:
+    app = limited(RATELIMIT_ADMIN_LOGIN="9 per 15 minutes")
+    actions = AdminActions(app.test_client())
+    statuses = [actions.login(password="wrong password!").status_code for _ in range(9)]
+    assert statuses == [401] * 5 + [429] * 4  # the account locks after five failures
+    with app.app_context():
+        recorded = [event.action for event in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+                    if event.action.startswith("login")]
+    assert recorded == ["login_failed"] * 5 + ["login_locked"]
+    # The four refusals counted against the address too: it may try no other account now.
+    refused = actions.login(email="other@example.com", password="wrong password!")
+    assert refused.status_code == 429

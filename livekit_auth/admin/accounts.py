@@ -84,6 +84,18 @@ def recent_failures(email: str, address: str, now: datetime) -> int:
     return db.session.scalar(query) or 0
 
 
+def locked_since(email: str, now: datetime) -> bool:
+    """Whether an account's lock-out within the throttle window has been recorded already."""
+    window = timedelta(minutes=current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"])
+    query = (
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.action == audit.LOGIN_LOCKED, AuditEvent.at > now - window)
+        .where(AuditEvent.target == canonical_email(email)[:254])
+    )
+    return bool(db.session.scalar(query))
+
+
 def start_session(admin: Admin) -> None:
     """Sign an admin in with a fresh server-side session; any earlier cookie state is dropped."""
     token = secrets.token_urlsafe(32)

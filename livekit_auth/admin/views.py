@@ -119,7 +119,7 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limit_per_address("RATELIMIT_ADMIN_LOGIN", counts=lambda response: response.status_code == 401)
+@limit_per_address("RATELIMIT_ADMIN_LOGIN", counts=lambda response: response.status_code in (401, 429))
 def login() -> ResponseReturnValue:
     """Sign in with email and password; repeated failures are slowed down."""
     form = LoginForm()
@@ -133,7 +133,15 @@ def login() -> ResponseReturnValue:
     attempt = audit.record(audit.LOGIN_FAILED, actor=email, target=email)
     db.session.commit()
     limit = current_app.config["ADMIN_LOGIN_MAX_FAILURES"]
-    if accounts.recent_failures(email, audit.client_address(), clock.now()) > limit:
+    now = clock.now()
+    if accounts.recent_failures(email, audit.client_address(), now) > limit:
+        # A refusal is no failed login of its own: the first is recorded as the lock-out, once
+        # per window, and the rest leave no row that could push everything else off the log.
+        if accounts.locked_since(email, now):
+            db.session.delete(attempt)
+        else:
+            attempt.action = audit.LOGIN_LOCKED
+        db.session.commit()
         window = current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"]
         flash(f"Too many failed attempts. Try again in {window} minutes.", "error")
         return render_template("admin/login.html", form=form), 429
