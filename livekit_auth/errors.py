@@ -6,7 +6,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .blueprints import owning_blueprint
@@ -14,6 +14,9 @@ from .envelope import error_response
 from .extensions import db
 from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey
 from .rate_limits import RateLimited
+
+DATABASE_WARNED_AT = "database_warned_at"  # app.extensions: when this worker last said the database was gone
+DATABASE_WARNING_SECONDS = 60.0
 
 
 class ApiError(Exception):
@@ -100,8 +103,15 @@ def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
 
 
 def handle_database_unavailable(error: Exception) -> ResponseReturnValue:
-    """Answer 503 when the database cannot be reached; the pool reconnects by itself."""
-    current_app.logger.warning("database unavailable: %s", type(error).__name__)
+    """Answer 503 when the database cannot be reached; the pool reconnects by itself.
+
+    A worker warns when it first finds the database gone, and at most once every
+    DATABASE_WARNING_SECONDS after that: an outage is one line per worker, not one per request.
+    """
+    now = time.monotonic()
+    if now - current_app.extensions.get(DATABASE_WARNED_AT, float("-inf")) >= DATABASE_WARNING_SECONDS:
+        current_app.extensions[DATABASE_WARNED_AT] = now
+        current_app.logger.warning("database unavailable: %s", type(error).__name__)
     db.session.rollback()
     return failure(503, "Service temporarily unavailable, try again shortly")
 
@@ -127,3 +137,4 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(InterfaceError, handle_database_unavailable)
+    app.register_error_handler(DisconnectionError, handle_database_unavailable)

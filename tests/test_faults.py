@@ -187,3 +187,39 @@ def test_metrics_add_up_across_workers(tmp_path) -> None:
                             timeout=10).text
         line = next(l for l in text.splitlines() if l.startswith('livekit_auth_key_checks_total{outcome="invalid"}'))
         assert float(line.split()[-1]) == 200
+
+
+def test_every_key_checked_endpoint_answers_503_while_postgresql_is_down(own_postgres, tmp_path) -> None:
+    with live_server(own_postgres.url, tmp_path, workers=2, KEY_CACHE_POLL_SECONDS="0") as server:
+
+        def new_key(n: int) -> str:
+            body = {"user_name": "F", "user_email": f"down{n}@example.com"}
+            return requests.post(f"{server.url}/auth/create-key", json=body, timeout=30).json()["data"]["api_key"]
+
+        cached, uncached = new_key(1), new_key(2)
+        for _ in range(4):  # into both workers' caches
+            assert requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": cached}, timeout=10).ok
+        own_postgres.stop()
+        calls = [("GET", "/auth/check-key", cached), ("GET", "/auth/check-key", uncached),
+                 ("GET", "/auth/verify", cached), ("GET", "/auth/keys", cached),
+                 ("POST", "/auth/keys/rotate", cached), ("DELETE", "/auth/keys/1", cached),
+                 ("GET", "/auth/key-versions", None)]
+        for method, path, key in calls * 2:  # both workers
+            headers = {} if key is None else {"x-api-key": key}
+            answer, seconds = timed(lambda: requests.request(method, f"{server.url}{path}", headers=headers,
+                                                             timeout=30))
+            envelope_error(answer, 503)
+            assert seconds < 6, (method, path)
+        own_postgres.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            answers = [requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=10)
+                       for key in (cached, uncached) * 2]
+            if all(answer.status_code == 200 for answer in answers):
+                break
+            time.sleep(0.2)
+        assert [answer.status_code for answer in answers] == [200] * 4
+        log = server.log()
+        assert "Traceback" not in log, log[log.find("Traceback") - 500:][:4000]
+        # One warning per worker for the whole episode, not one per request.
+        assert 1 <= log.count("database unavailable") <= server.workers, log[-3000:]

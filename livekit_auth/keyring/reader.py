@@ -82,12 +82,12 @@ class KeyReader:
 
     def read(self, read: PreparedRead, parameters: Mapping[str, Any]) -> list[Row]:
         """Run a read on the held connection, opening one first if none is held."""
-        if self.connection is None:
-            self.connection = self.open()
-            self.cursor = self.connection.cursor()
         values = read.compiled.construct_params(dict(parameters))
         arguments = values if read.positions is None else tuple(values[name] for name in read.positions)
         try:
+            if self.connection is None:
+                self.connection = self.open()
+                self.cursor = self.connection.cursor()
             self.cursor.execute(read.sql, arguments)
             rows = self.cursor.fetchall()
         except self.engine.dialect.loaded_dbapi.Error as error:
@@ -104,11 +104,14 @@ class KeyReader:
         return converted
 
     def failure(self, error: Exception, read: PreparedRead, arguments: Any) -> DBAPIError:
-        """Let the connection go after a driver's error, and the error as SQLAlchemy would raise it."""
+        """Let the connection go after a driver's error, and the error as SQLAlchemy would raise it.
+
+        A connection that failed as it was being opened (set to autocommit, say) counts as lost.
+        """
         dialect = self.engine.dialect
-        assert self.connection is not None
-        lost = dialect.is_disconnect(error, self.connection.dbapi_connection, self.cursor)
-        self.let_go()
+        held = self.connection
+        lost = held is None or self.cursor is None or dialect.is_disconnect(error, held.dbapi_connection, self.cursor)
+        self.let_go(lost)
         return DBAPIError.instance(
             read.sql, arguments, error, dialect.loaded_dbapi.Error,
             connection_invalidated=lost, dialect=dialect,
@@ -121,17 +124,32 @@ class KeyReader:
         if self.engine.dialect.name != "sqlite":
             # PostgreSQL would otherwise keep a transaction open for the connection's whole
             # life; SQLite's driver opens none for a SELECT.
-            self.engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
+            try:
+                self.engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
+            except self.engine.dialect.loaded_dbapi.Error:
+                connection.close()
+                raise
         return connection
 
-    def let_go(self) -> None:
-        """Close the held connection, if any; the next read opens another."""
+    def let_go(self, lost: bool = False) -> None:
+        """Close the held connection, if any; the next read opens another.
+
+        A lost connection is invalidated rather than closed: closing would first roll it back,
+        which fails on a dead socket, and the pool would log that failure's traceback.
+        """
         connection, self.connection, self.cursor = self.connection, None, None
-        if connection is not None:
-            try:
+        if connection is None:
+            return
+        dbapi_connection = connection.dbapi_connection
+        try:
+            if lost:
+                connection.invalidate()
+                if dbapi_connection is not None:
+                    dbapi_connection.close()
+            else:
                 connection.close()
-            except self.engine.dialect.loaded_dbapi.Error:
-                pass  # a connection already broken has nothing left to close
+        except self.engine.dialect.loaded_dbapi.Error:
+            pass  # a connection already broken has nothing left to close
 
     def close(self) -> None:
         """Close the held connection, as the worker exits or the app is torn down."""
