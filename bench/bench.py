@@ -250,12 +250,14 @@ def run_wrk(url: str, script: str, keys_file: Path | None, seconds: int) -> dict
 
 def measure_path(url: str, keys_file: Path, seconds: int, pids: Callable[[], dict[str, list[int]]]) -> dict[str, Any]:
     """One wrk run sending keys from a file, with the CPU per request of each group of processes pids() names."""
-    groups = pids()
-    before = {name: cpu_seconds(members) for name, members in groups.items()}
+    before = {pid: cpu_seconds([pid]) for members in pids().values() for pid in members}
     report = run_wrk(url, "keys.lua", keys_file, seconds)
     requests = max(report["requests"], 1)
+    # Each process's CPU since the start, or since it started; one that exited meanwhile (a
+    # database backend, say) is left out, so a group's figure never runs below zero.
     report["cpu_us_by_process"] = {
-        name: round((cpu_seconds(members) - before[name]) / requests * 1e6, 1) for name, members in groups.items()
+        name: round(sum(max(0.0, cpu_seconds([pid]) - before.get(pid, 0.0)) for pid in members) / requests * 1e6, 1)
+        for name, members in pids().items()
     }
     report["cpu_us"] = round(sum(report["cpu_us_by_process"].values()), 1)
     return report
