@@ -4,7 +4,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask import current_app, session
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -72,28 +72,26 @@ def verify_login(email: str, password: str) -> Admin | None:
     return None
 
 
-def recent_failures(email: str, address: str, now: datetime) -> int:
-    """Failed logins for this account or from this address within the throttle window."""
+def recent_events(action: str, now: datetime, *whose: ColumnElement[bool]) -> int:
+    """Audit events of one kind within the login throttle window that meet a condition."""
     window = timedelta(minutes=current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"])
     query = (
         select(func.count())
         .select_from(AuditEvent)
-        .where(AuditEvent.action == audit.LOGIN_FAILED, AuditEvent.at > now - window)
-        .where(or_(AuditEvent.target == canonical_email(email)[:254], AuditEvent.address == address))
+        .where(AuditEvent.action == action, AuditEvent.at > now - window, *whose)
     )
     return db.session.scalar(query) or 0
 
 
+def recent_failures(email: str, address: str, now: datetime) -> int:
+    """Failed logins for this account or from this address within the throttle window."""
+    return recent_events(audit.LOGIN_FAILED, now,
+                         or_(AuditEvent.target == canonical_email(email)[:254], AuditEvent.address == address))
+
+
 def locked_since(email: str, now: datetime) -> bool:
     """Whether an account's lock-out within the throttle window has been recorded already."""
-    window = timedelta(minutes=current_app.config["ADMIN_LOGIN_WINDOW_MINUTES"])
-    query = (
-        select(func.count())
-        .select_from(AuditEvent)
-        .where(AuditEvent.action == audit.LOGIN_LOCKED, AuditEvent.at > now - window)
-        .where(AuditEvent.target == canonical_email(email)[:254])
-    )
-    return bool(db.session.scalar(query))
+    return bool(recent_events(audit.LOGIN_LOCKED, now, AuditEvent.target == canonical_email(email)[:254]))
 
 
 def start_session(admin: Admin) -> None:
