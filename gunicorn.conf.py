@@ -31,7 +31,7 @@ host = os.environ.get("HOST", "127.0.0.1")
 # whole worker until GUNICORN_TIMEOUT: four such clients stalled every other request (threads
 # only raise the count). Beyond loopback the service is served behind a buffering proxy, which
 # TRUSTED_PROXY_COUNT declares.
-if not is_loopback(host) and os.environ.get("TRUSTED_PROXY_COUNT", "0").strip() in ("", "0"):
+if not is_loopback(host) and whole_number("TRUSTED_PROXY_COUNT", 0, 0) == 0:
     raise SystemExit(
         f"livekit-auth: HOST={host} serves beyond this machine without a proxy, where a slow client holds a whole "
         "worker; serve it behind nginx (docs/deployment.md) and set TRUSTED_PROXY_COUNT=1"

@@ -68,10 +68,11 @@ def test_a_bad_server_setting_stops_gunicorn_with_one_line(tmp_path, name, value
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "auth.example.com"])
-def test_serving_beyond_this_machine_without_a_proxy_is_refused_with_one_line(tmp_path, host) -> None:
+@pytest.mark.parametrize(("host", "proxies"), [("0.0.0.0", "0"), ("192.0.2.10", "0"), ("::", "0"),
+                                               ("auth.example.com", "0"), ("0.0.0.0", "00")])
+def test_serving_beyond_this_machine_without_a_proxy_is_refused_with_one_line(tmp_path, host, proxies) -> None:
     result = run([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "--check-config", "wsgi:app"],
-                 tmp_path, HOST=host)
+                 tmp_path, HOST=host, TRUSTED_PROXY_COUNT=proxies)
     assert result.returncode != 0
     assert result.stderr.strip() == (
         f"livekit-auth: HOST={host} serves beyond this machine without a proxy, where a slow client holds a whole "
