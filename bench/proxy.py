@@ -9,7 +9,6 @@ alternating rounds; every process of the path (nginx, both app servers, the floo
 is counted for CPU per request.
 """
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import requests
 
 from bench.reach import revocation_reach
-from tests.support import running_nginx
+from tests.support import child_pids, running_nginx
 
 # Row: the path wrk asks for, and the key file it sends.
 ROWS = {
@@ -38,12 +37,6 @@ UNPROTECTED = """    location /unprotected/ {
 """
 
 
-def children(pid: int) -> list[int]:
-    """The processes a process started."""
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(child) for child in out.stdout.split()]
-
-
 def run_proxy(
     serve: Callable[..., Any], floor_command: list[str], key_files: dict[str, Path], spare: Iterator[int],
     secret: Callable[[int], str], measure: Callable[..., dict[str, Any]], seconds: int, rounds: int,
@@ -59,7 +52,7 @@ def run_proxy(
 
             def path_pids() -> dict[str, list[int]]:
                 return {
-                    "nginx": [nginx.process.pid, *children(nginx.process.pid)],
+                    "nginx": [nginx.process.pid, *child_pids(nginx.process.pid)],
                     "app servers": [pid for server in (first, second) for pid in (server.process.pid,
                                                                                  *server.worker_pids())],
                     "upstream": [floor.process.pid, *floor.worker_pids()],

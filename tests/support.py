@@ -89,6 +89,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes a process started."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in out.stdout.split()]
+
+
 @dataclass
 class LiveServer:
     """A gunicorn started through boot.sh, as `make run` starts it (or another command)."""
@@ -105,8 +111,7 @@ class LiveServer:
 
     def worker_pids(self) -> list[int]:
         """The worker processes under gunicorn's master."""
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
+        return child_pids(self.process.pid)
 
 
 @contextmanager

@@ -114,11 +114,12 @@ class Keyring:
             count_key_cache("hit")
         now = clock.now()
         if known is None or known.status(now) is not KeyStatus.ACTIVE:
-            self.throttle(address)
+            counted = self.rate_limits.address(address)
+            self.throttle(counted)
             try:
                 known = self.verify(presented, wanted, known, now)
             except KeyRefused as refusal:
-                self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, self.rate_limits.address(address))
+                self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
                 count_key_check(refusal.outcome)
                 raise
         self.usage.note(known, now)
@@ -136,10 +137,10 @@ class Keyring:
         self.cache.sync(self.read_changes)
         return self.cache.get(digest)
 
-    def throttle(self, address: str) -> None:
-        """Refuse an address that has failed too many key checks lately."""
+    def throttle(self, counted: str) -> None:
+        """Refuse an address (as limits count it) that has failed too many key checks lately."""
         try:
-            self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, self.rate_limits.address(address))
+            self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
         except RateLimited:
             count_key_check("rate_limited")
             raise
