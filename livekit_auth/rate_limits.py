@@ -3,7 +3,7 @@
 Built on the `limits` library (the one Flask-Limiter is built on, so `memory://` and
 `redis://` stores work as before) rather than on Flask-Limiter, whose hooks evaluate every
 request of the app and cost more than Flask itself. A route declares its limit with
-@limit_per_address; the key check keeps its own count of failures (Keyring.throttle, in keyring/).
+@limit_per_address; the key check keeps its own count of failures (Keyring.refuse, in keyring/).
 
 A store that fails or does not answer within STORE_TIMEOUT_SECONDS lets requests through
 (fail-open): it is then left alone for STORE_RETRY_SECONDS, one warning is logged for the

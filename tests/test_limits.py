@@ -64,7 +64,7 @@ def check(client, key=None, path="/auth/check-key"):
     return client.get(path, headers={} if key is None else {"x-api-key": key})
 
 
-def test_an_address_past_its_failed_checks_is_refused_all_but_the_keys_it_already_proved(app, limited) -> None:
+def test_an_address_past_its_failed_checks_gets_429_for_them_and_its_valid_keys_still_open(app, limited) -> None:
     client = limited(RATELIMIT_FAILED_AUTH="5 per minute").test_client()
     proven = create(client, "proven@example.com").json["data"]["api_key"]
     unproven = create(client, "unproven@example.com").json["data"]["api_key"]
@@ -76,11 +76,30 @@ def test_an_address_past_its_failed_checks_is_refused_all_but_the_keys_it_alread
     envelope_error(refused, 429, "Too many requests (limit: 5 per 1 minute); try again later")
     assert 0 < int(refused.headers["Retry-After"]) <= 60
     assert refused.headers["X-RateLimit-Limit"] == "5" and refused.headers["X-RateLimit-Remaining"] == "0"
-    # A key this worker already holds as active is no guess: it keeps working.
+    # A valid key opens whether or not this worker has seen it: no cache decides an answer.
     assert check(client, proven).status_code == 200
     assert check(client, proven, "/auth/keys").status_code == 200
-    # Any key it would have to look up is refused before the look-up.
+    assert check(client, unproven).status_code == 200
+    # A revoked key is refused as throttled too, and no valid check counted against the address.
+    key_id = check(client, unproven, "/auth/keys").json["data"][0]["id"]
+    assert client.delete(f"/auth/keys/{key_id}", headers={"x-api-key": unproven}).status_code == 200
     envelope_error(check(client, unproven), 429)
+
+
+def test_a_throttled_address_gets_one_answer_for_a_valid_key_from_every_worker(app, limited) -> None:
+    # Two apps on one store are two workers of a server; only the first has seen the key.
+    first = limited(RATELIMIT_FAILED_AUTH="2 per minute")
+    second = limited(RATELIMIT_FAILED_AUTH="2 per minute")
+    second.extensions["rate_limits"].store = first.extensions["rate_limits"].store
+    seen, unseen = first.test_client(), second.test_client()
+    key = create(seen, "both@example.com").json["data"]["api_key"]
+    assert check(seen, key).status_code == 200
+    for _ in range(3):
+        check(unseen, "lvk_wrong")
+    envelope_error(check(seen, "lvk_wrong"), 429)
+    answers = [check(client, key, path).status_code
+               for client in (seen, unseen, seen, unseen) for path in ("/auth/check-key", "/auth/verify")]
+    assert answers == [200, 204] * 4
 
 
 def test_forward_authentication_is_throttled_with_the_failed_checks(limited) -> None:
@@ -88,9 +107,10 @@ def test_forward_authentication_is_throttled_with_the_failed_checks(limited) -> 
     unproven = create(client, "unproven@example.com").json["data"]["api_key"]
     for _ in range(2):
         envelope_error(check(client, "lvk_wrong", "/auth/verify"), 401)
-    refused = check(client, unproven, "/auth/verify")
+    refused = check(client, "lvk_wrong", "/auth/verify")
     envelope_error(refused, 429)
     assert "Retry-After" in refused.headers
+    assert check(client, unproven, "/auth/verify").status_code == 204
 
 
 def test_only_a_429_carries_retry_after_and_rate_limit_headers(limited) -> None:
@@ -188,7 +208,7 @@ def test_a_limit_store_that_never_answers_costs_one_short_wait(limited, caplog) 
     assert len(store_warnings(caplog)) == 1
 
 
-def test_with_redis_a_proven_key_costs_no_command_and_a_refusal_at_most_two(limited, monkeypatch) -> None:
+def test_with_redis_a_valid_key_costs_no_command_and_a_refusal_at_most_two(limited, monkeypatch) -> None:
     redis_url = require_service("TEST_REDIS_URL", "set it to a Redis database the test may use")
     sent: list[str] = []
     send = redis.Redis.execute_command
@@ -214,7 +234,7 @@ def test_with_redis_a_proven_key_costs_no_command_and_a_refusal_at_most_two(limi
             check(client, key)
         return len(sent)
 
-    assert commands(proven) == 1  # a key not yet proven: is the address allowed?
+    assert commands(proven) == 0  # a valid key is read from the database, never counted
     assert commands(proven, times=20) == 0
     assert commands(unknown) == 2  # allowed? then count the failure
     assert commands("lvk_malformed") == 2

@@ -10,6 +10,7 @@ of the refusals below, which the error handlers turn into statuses.
 import hmac
 from collections.abc import Collection
 from datetime import datetime
+from typing import NoReturn
 
 from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -102,9 +103,10 @@ class Keyring:
         keeps, under a new version, what this worker knew before it.
 
         A key this worker already holds as active is answered from its cache, with no other
-        work (only well-formed keys are ever cached). Anything else may be a guess: an address
-        past RATELIMIT_FAILED_AUTH is refused before any more work, and each refusal counts
-        against it. A key of the wrong shape or checksum is refused without a query.
+        work (only well-formed keys are ever cached); a key of the wrong shape or checksum is
+        refused without a query. A valid key opens from any address: what a worker, a server or
+        a proxy already holds then never decides the answer. A failed check counts against its
+        address, and an address past RATELIMIT_FAILED_AUTH has its failed checks answered 429.
         """
         wanted = None if presented is None else keys.digest(presented)
         if seen_version is not None:
@@ -114,14 +116,10 @@ class Keyring:
             count_key_cache("hit")
         now = clock.now()
         if known is None or known.status(now) is not KeyStatus.ACTIVE:
-            counted = self.rate_limits.address(address)
-            self.throttle(counted)
             try:
                 known = self.verify(presented, wanted, known, now)
             except KeyRefused as refusal:
-                self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
-                count_key_check(refusal.outcome)
-                raise
+                self.refuse(refusal, self.rate_limits.address(address))
         self.usage.note(known, now)
         count_key_check("valid")
         return known
@@ -137,13 +135,16 @@ class Keyring:
         self.cache.sync(self.read_changes)
         return self.cache.get(digest)
 
-    def throttle(self, counted: str) -> None:
-        """Refuse an address (as limits count it) that has failed too many key checks lately."""
+    def refuse(self, refusal: KeyRefused, counted: str) -> NoReturn:
+        """Answer a failed check from an address (as limits count it): counted, or 429 past the limit."""
         try:
             self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
         except RateLimited:
             count_key_check("rate_limited")
             raise
+        self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
+        count_key_check(refusal.outcome)
+        raise refusal
 
     def verify(
         self, presented: str | None, wanted: str | None, cached: KnownKey | None, now: datetime
