@@ -10,15 +10,22 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import Schema, ValidationError
 from sqlalchemy import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from . import audit, clock
+from . import audit, clock, keys
 from .admin import accounts
 from .auth import services
 from .errors import ApiError, describe_validation_error
 from .extensions import db
-from .models import KeyStatus, canonical_email
+from .models import ApiKey, KeyStatus, canonical_email
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
+
+# What the commands call the API's fields, in their messages.
+OPTION_NAMES = {"user_email": "--email", "name": "--name", "expires_in_days": "--expires-in-days",
+                "user_name": "--user-name", "org_name": "--org"}
+# The longest --revoked-older-than-days: a century, far past any key, and a date every database keeps.
+PRUNE_MAX_DAYS = 36_500
+
 
 @with_appcontext
 def name_the_database() -> None:
@@ -27,7 +34,20 @@ def name_the_database() -> None:
     click.echo(f"Database: {url}", err=True)
 
 
-keys_cli = AppGroup("keys", help="Issue, list, revoke and prune API keys.", callback=name_the_database)
+class OperatorCommands(AppGroup):
+    """A group of commands whose database failures are one line for the operator, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database that fails ends it with one line and exit status 1."""
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as error:
+            said = str(error.orig).strip()
+            reason = said.splitlines()[0] if said else type(error.orig).__name__
+            raise click.ClickException(f"The database failed: {reason}") from None
+
+
+keys_cli = OperatorCommands("keys", help="Issue, list, revoke and prune API keys.", callback=name_the_database)
 
 
 def email_option(value: str | None) -> str | None:
@@ -45,7 +65,19 @@ def validated(schema: Schema, fields: dict[str, Any]) -> dict[str, Any]:
     try:
         return schema.load({name: value for name, value in fields.items() if value is not None})
     except ValidationError as error:
-        raise click.UsageError(describe_validation_error(error)[0]) from error
+        raise click.UsageError(describe_validation_error(error, OPTION_NAMES)[0]) from error
+
+
+def stdin_text() -> str:
+    """All of standard input as text; one line of error when it is not UTF-8.
+
+    Read as bytes: under the C locale Python would decode it with surrogate escapes, and a
+    password with those fails only later, when it is hashed.
+    """
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException("Standard input is not UTF-8 text") from None
 
 
 @keys_cli.command("create")
@@ -119,20 +151,23 @@ def minute(moment: datetime | None) -> str:
               help="Read a whole key from standard input instead, so it is in no shell history.")
 def revoke_key(prefix_or_id: str | None, from_stdin: bool) -> None:
     """Revoke one key, named by its id, its display prefix, or (--stdin) the whole key."""
-    if from_stdin == (prefix_or_id is not None):
+    if from_stdin and prefix_or_id is not None:
+        raise click.UsageError("Give either a key id or prefix, or --stdin, not both")
+    if not from_stdin and prefix_or_id is None:
         raise click.UsageError("Name the key by its id or prefix, or send the whole key with --stdin")
     if from_stdin:
-        found = services.key_by_secret(sys.stdin.readline().strip())
-        if found is None:
-            raise click.ClickException("What standard input holds is not a known key")
-        matches = [found]
-        prefix_or_id = found.display_prefix
+        matches = [key_from_stdin()]
+        prefix_or_id = matches[0].display_prefix
+    elif keys.is_well_formed(prefix_or_id):
+        raise click.UsageError("That is a whole key: send it with --stdin, so that it is in no shell history")
     elif prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
         matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
     else:
         matches = services.keys_by_prefix(prefix_or_id)
     if not matches:
-        raise click.ClickException(f"No key has the id or prefix {prefix_or_id!r}")
+        # Text longer than a prefix may be most of a key: only its start is said back.
+        shown = prefix_or_id if len(prefix_or_id) <= keys.DISPLAY_PREFIX_LENGTH else prefix_or_id[: keys.DISPLAY_PREFIX_LENGTH] + "…"
+        raise click.ClickException(f"No key has the id or prefix {shown!r}")
     if len(matches) > 1:
         raise click.ClickException(f"{len(matches)} keys share the prefix {prefix_or_id!r}; use the id")
     key = matches[0]
@@ -143,8 +178,22 @@ def revoke_key(prefix_or_id: str | None, from_stdin: bool) -> None:
     click.echo(f"Revoked key {key.id} ({key.display_prefix})")
 
 
+def key_from_stdin() -> ApiKey:
+    """The one known key that standard input holds, or one line saying what is wrong with it."""
+    given = [line.strip() for line in stdin_text().splitlines() if line.strip()]
+    if len(given) != 1:
+        raise click.ClickException(
+            f"Standard input holds {len(given) or 'no'} {'line' if len(given) == 1 else 'lines'}; "
+            "send exactly one key, on one line"
+        )
+    found = services.key_by_secret(given[0])
+    if found is None:
+        raise click.ClickException("What standard input holds is not a known key")
+    return found
+
+
 @keys_cli.command("prune")
-@click.option("--revoked-older-than-days", type=click.IntRange(min=0), required=True,
+@click.option("--revoked-older-than-days", type=click.IntRange(min=0, max=PRUNE_MAX_DAYS), required=True,
               help="Delete keys revoked or expired more than this many days ago.")
 @click.option("--dry-run", is_flag=True, help="Print the keys that would be deleted; delete nothing.")
 def prune_keys(revoked_older_than_days: int, dry_run: bool) -> None:
@@ -160,7 +209,7 @@ def prune_keys(revoked_older_than_days: int, dry_run: bool) -> None:
     click.echo(f"Deleted {len(doomed)} keys revoked or expired before {timestamp(cutoff)}")
 
 
-admin_cli = AppGroup(
+admin_cli = OperatorCommands(
     "admin", help="Manage the accounts that open the admin pages.", callback=name_the_database
 )
 
@@ -174,17 +223,31 @@ def create_admin(email: str, password_stdin: bool) -> None:
     if accounts.find_admin(address) is not None:
         raise click.ClickException(f"An admin with the email {address} already exists")
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        password_hash = new_password_hash(stdin_text().partition("\n")[0].rstrip("\r"))
     else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        password_hash = accounts.hash_password(password)
-    except accounts.PasswordTooShort as error:
-        raise click.ClickException(str(error)) from error
+        password_hash = asked_password_hash()
     accounts.add_admin(address, password_hash)
     audit.record(audit.ADMIN_CREATED, actor=audit.CLI, target=address)
     db.session.commit()
     click.echo(f"Created admin {address}")
+
+
+def new_password_hash(password: str) -> str:
+    """The hash of a new password, or one line saying why the password is refused."""
+    try:
+        return accounts.hash_password(password)
+    except accounts.PasswordTooShort as error:
+        raise click.ClickException(str(error)) from None
+
+
+def asked_password_hash() -> str:
+    """Ask for a new password, hidden and twice, until it is long enough; its hash."""
+    while True:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        try:
+            return accounts.hash_password(password)
+        except accounts.PasswordTooShort as error:
+            click.echo(f"{error}; try again.", err=True)
 
 
 @admin_cli.command("list")
@@ -198,6 +261,8 @@ def list_admins(as_json: bool) -> None:
             indent=2,
         ))
         return
+    if not admins:
+        click.echo("No admin accounts yet; create one with: flask --app wsgi admin create --email EMAIL")
     for admin in admins:
         click.echo(f"{admin.email}  created {timestamp(admin.created_at)}")
 

@@ -116,7 +116,14 @@ def load_or_create_secret_key(instance_path: str) -> str:
             pass
         finally:
             draft.unlink()
-    secret = target.read_text().strip()
+    try:
+        secret = target.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise SettingError(
+            f"{target} cannot be read as the secret key ({reason}): delete it and a new one is generated, "
+            "or set SECRET_KEY"
+        ) from None
     if not secret:
         raise SettingError(
             f"{target} is empty: delete it and a new secret key is generated, or set SECRET_KEY"

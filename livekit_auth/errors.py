@@ -1,6 +1,7 @@
 """The app-level error handlers, all answering in the one envelope."""
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -28,17 +29,20 @@ class ApiError(Exception):
         self.message = message
 
 
-def field_messages(messages: dict[str, Any]) -> dict[str, list[str]]:
-    """Fill each field's name into its marshmallow messages."""
+def field_messages(messages: dict[str, Any], names: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """Fill each field's name (or what `names` calls it, such as a CLI option) into its marshmallow messages."""
+    names = names or {}
     return {
-        field: [problem.format(field=field) for problem in problems]
+        field: [problem.format(field=names.get(field, field)) for problem in problems]
         for field, problems in messages.items()
     }
 
 
-def describe_validation_error(error: ValidationError) -> tuple[str, dict[str, list[str]]]:
+def describe_validation_error(
+    error: ValidationError, names: Mapping[str, str] | None = None
+) -> tuple[str, dict[str, list[str]]]:
     """One sentence naming every problem, and the problems by field."""
-    messages = field_messages(error.normalized_messages())
+    messages = field_messages(error.normalized_messages(), names)
     return "; ".join(problem for problems in messages.values() for problem in problems), messages
 
 

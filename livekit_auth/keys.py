@@ -21,6 +21,7 @@ RANDOM_LENGTH = 43  # 62**43 > 2**256, so 43 base62 digits hold 32 random bytes
 CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so 6 base62 digits hold a CRC32
 DISPLAY_LENGTH = 8  # random characters kept for display: ~48 of 256 bits
 KEY_LENGTH = len(KEY_PREFIX) + RANDOM_LENGTH + CHECKSUM_LENGTH
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + DISPLAY_LENGTH
 SHARDS = 256  # a digest's first byte
 KEY_PATTERN = re.compile(
     rf"{KEY_PREFIX}([0-9A-Za-z]{{{RANDOM_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
@@ -61,7 +62,7 @@ def shard(digest: str) -> int:
 
 def display_prefix(secret: str) -> str:
     """Return the part of a key that may be shown to identify it: never enough to use it."""
-    return secret[: len(KEY_PREFIX) + DISPLAY_LENGTH]
+    return secret[:DISPLAY_PREFIX_LENGTH]
 
 
 def generate() -> NewKey:

@@ -173,7 +173,7 @@ def open_store(uri: str) -> Storage:
         options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)
     try:
         return storage_from_string(uri, **options)
-    except ConfigurationError as error:
+    except (ConfigurationError, ValueError) as error:  # ValueError: a port that is no port
         raise SettingError(
             f"RATELIMIT_STORAGE_URI={uri!r} names no limit store; use memory:// or redis://host:6379/0"
         ) from error

@@ -33,7 +33,10 @@ def timestamp(value: datetime) -> str:
 
 
 class NamedErrors(fields.Field):
-    """A field whose error messages start with the field's own name."""
+    """A field whose error messages start with "{field}", which the error's reader fills in.
+
+    The API fills in the field's name, the CLI its option (errors.field_messages).
+    """
 
     default_error_messages = {
         "required": "{field} is required",
@@ -41,8 +44,8 @@ class NamedErrors(fields.Field):
     }
 
     def make_error(self, key: str, **kwargs: Any) -> ValidationError:
-        """Fill the field's name into the message for key."""
-        return super().make_error(key, field=self.name, **kwargs)
+        """The message for key, with "{field}" left in it to fill."""
+        return super().make_error(key, field="{field}", **kwargs)
 
 
 class NamedString(NamedErrors, fields.String):
@@ -69,7 +72,7 @@ class WholeNumber(NamedErrors, fields.Integer):
             value = int(value)
         number = super()._deserialize(value, attr, data, **kwargs)
         if not self.minimum <= number <= self.maximum:
-            raise ValidationError(f"{self.name} must be from {self.minimum} to {self.maximum}")
+            raise ValidationError(f"{{field}} must be from {self.minimum} to {self.maximum}")
         return number
 
 
@@ -100,9 +103,9 @@ class TrimmedText(NamedString):
                 bounds = f"{self.min_length} to {self.max_length}"
             else:
                 bounds = f"at most {self.max_length}"
-            raise ValidationError(f"{self.name} must be {bounds} characters")
+            raise ValidationError(f"{{field}} must be {bounds} characters")
         if any(unicodedata.category(char) in FORBIDDEN_CATEGORIES or char in BIDI_CONTROLS for char in text):
-            raise ValidationError(f"{self.name} must not contain control characters")
+            raise ValidationError("{field} must not contain control characters")
         return text
 
 
@@ -202,7 +205,7 @@ class LeakedStrings(NamedErrors, fields.Field):
             and all(isinstance(item, str) and len(item) <= LEAKED_STRING_MAX_LENGTH for item in value)
         ):
             raise ValidationError(
-                f"{self.name} must be a list of 1 to {MAX_LEAKED_KEYS} strings, "
+                f"{{field}} must be a list of 1 to {MAX_LEAKED_KEYS} strings, "
                 f"each at most {LEAKED_STRING_MAX_LENGTH} characters"
             )
         return value

@@ -1,6 +1,8 @@
 """flask keys create / list / revoke / prune."""
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from livekit_auth import create_app, keys
 from livekit_auth.extensions import db
 
-from .support import flask_command, release
+from .support import PROJECT_ROOT, flask_command, free_port, release
 
 def test_create_prints_a_working_key_once(runner, api) -> None:
     result = runner.invoke(args=["keys", "create", "--email", "ops@example.com", "--name", "ci"])
@@ -32,9 +34,9 @@ def test_create_adds_to_an_existing_user(runner, api) -> None:
     "arguments, message",
     [
         (["--email", "nope"], "Invalid email address"),
-        (["--email", "a@example.com", "--expires-in-days", "0"], "expires_in_days must be from 1 to 3650"),
-        (["--email", "a@example.com", "--name", "x" * 101], "name must be at most 100 characters"),
-        (["--email", "a@example.com", "--user-name", "a\x1bb"], "user_name must not contain control characters"),
+        (["--email", "a@example.com", "--expires-in-days", "0"], "--expires-in-days must be from 1 to 3650"),
+        (["--email", "a@example.com", "--name", "x" * 101], "--name must be at most 100 characters"),
+        (["--email", "a@example.com", "--user-name", "a\x1bb"], "--user-name must not contain control characters"),
         ([], "Missing option '--email'"),
     ],
 )
@@ -205,3 +207,82 @@ def test_admin_list_json_prints_every_admin_and_never_a_hash(admin_account, data
     assert set(row) == {"id", "email", "created_at"} and row["email"] == admin_account
     assert datetime.fromisoformat(row["created_at"]).utcoffset() == timedelta(0)
     assert "scrypt" not in done.stdout
+
+
+def test_revoke_reads_exactly_one_key_from_stdin(runner, api) -> None:
+    first, second = api.new_key(user_email="one@example.com"), api.new_key(user_email="two@example.com")
+    for given, says in ((f"{first}\n{second}\n", "Standard input holds 2 lines"), ("\n \n", "Standard input holds no lines")):
+        result = runner.invoke(args=["keys", "revoke", "--stdin"], input=given)
+        assert result.exit_code == 1 and says in result.output, result.output
+        assert first not in result.output and second not in result.output
+    assert api.get("/auth/check-key", first).status_code == 200
+    assert api.get("/auth/check-key", second).status_code == 200
+    result = runner.invoke(args=["keys", "revoke", "--stdin"], input=f"  {first}\n\n")
+    assert result.exit_code == 0, result.output
+    assert api.get("/auth/check-key", first).status_code == 401
+
+
+def test_revoke_never_says_a_whole_key_back(runner, api) -> None:
+    secret = api.new_key(user_email="leak@example.com")
+    result = runner.invoke(args=["keys", "revoke", secret])
+    assert result.exit_code == 2 and "send it with --stdin" in result.output
+    assert secret not in result.output and secret[12:20] not in result.output
+    assert api.get("/auth/check-key", secret).status_code == 200
+    typo = secret[:-1] + ("x" if secret[-1] != "x" else "y")
+    result = runner.invoke(args=["keys", "revoke", typo])
+    assert result.exit_code == 1 and f"No key has the id or prefix '{secret[:12]}…'" in result.output
+    assert secret[12:20] not in result.output
+
+
+def test_revoke_with_an_id_and_stdin_says_so(runner, api) -> None:
+    secret = api.new_key(user_email="both@example.com")
+    result = runner.invoke(args=["keys", "revoke", "1", "--stdin"], input=secret)
+    assert result.exit_code == 2 and "Give either a key id or prefix, or --stdin, not both" in result.output
+    assert api.get("/auth/check-key", secret).status_code == 200
+
+
+@pytest.mark.parametrize("days", ["999999", "99999999999"])
+def test_prune_refuses_a_number_of_days_past_any_date(runner, days) -> None:
+    result = runner.invoke(args=["keys", "prune", "--revoked-older-than-days", days])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "0<=x<=36500" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("arguments", [
+    ["keys", "list"], ["keys", "revoke", "1"], ["keys", "create", "--email", "a@example.com"], ["admin", "list"],
+])
+def test_an_unreachable_database_ends_a_command_with_one_line(arguments) -> None:
+    done = flask_command(f"postgresql://ops:s3cret@127.0.0.1:{free_port()}/none", *arguments)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("Database: postgresql+psycopg://ops:***@127.0.0.1:")
+    assert len(lines) == 2 and lines[1].startswith("Error: The database failed: connection failed: "), done.stderr
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_admin_create_refuses_standard_input_that_is_not_text(admin_account, database_uri) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "admin", "create", "--email", "bin@example.com",
+         "--password-stdin"], input=b"\xff\xfe\x00 binary, and long enough\n", capture_output=True, cwd=PROJECT_ROOT, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_uri, "SECRET_KEY": "test"},
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1] == "Error: Standard input is not UTF-8 text"
+    assert b"Traceback" not in done.stderr
+
+
+def test_admin_create_asks_again_for_a_password_too_short(app, runner) -> None:
+    from livekit_auth.admin.accounts import verify_login
+
+    result = runner.invoke(args=["admin", "create", "--email", "ops@example.com"],
+                           input="short\nshort\na long passphrase\na long passphrase\n")
+    assert result.exit_code == 0, result.output
+    assert "The password must be at least 12 characters; try again." in result.output
+    with app.app_context():
+        assert verify_login("ops@example.com", "a long passphrase") is not None
+
+
+def test_admin_list_says_when_there_is_no_admin(runner) -> None:
+    result = runner.invoke(args=["admin", "list"])
+    assert result.exit_code == 0
+    assert "No admin accounts yet; create one with: flask --app wsgi admin create --email EMAIL" in result.output

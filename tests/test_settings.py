@@ -34,6 +34,8 @@ def run(command: list[str], tmp_path: Path, **settings: str) -> subprocess.Compl
     ("KEY_CACHE_SIZE", "abc", "is not a whole number of 0 or more"),
     ("LAST_USED_FLUSH_SECONDS", "-1", "is not a number of seconds of 0 or more"),
     ("RATELIMIT_STORAGE_URI", "nosuch://x", "names no limit store; use memory:// or redis://host:6379/0"),
+    ("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:notaport/0", "names no limit store; use memory:// or redis://host:6379/0"),
+    ("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:99999/0", "names no limit store; use memory:// or redis://host:6379/0"),
 ])
 def test_a_bad_setting_stops_every_command_with_one_line(tmp_path, name, value, says) -> None:
     result = run([str(BIN / "flask"), "--app", "wsgi", "keys", "list"], tmp_path, **{name: value})
@@ -114,6 +116,16 @@ def test_a_bad_worker_count_stops_make_run_before_gunicorn_starts(tmp_path, valu
 def test_an_empty_secret_key_file_is_refused_with_what_to_do(tmp_path) -> None:
     (tmp_path / "secret_key").write_text("\n")
     with pytest.raises(SettingError, match="secret_key is empty: delete it"):
+        load_or_create_secret_key(str(tmp_path))
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda path: path.mkdir(), "Is a directory"),
+    (lambda path: path.write_bytes(b"\xff\xfe not text"), "it is not UTF-8 text"),
+])
+def test_a_secret_key_file_that_cannot_be_read_is_refused_with_what_to_do(tmp_path, make, reason) -> None:
+    make(tmp_path / "secret_key")
+    with pytest.raises(SettingError, match=f"secret_key cannot be read as the secret key \\({reason}\\): delete it"):
         load_or_create_secret_key(str(tmp_path))
 
 
