@@ -89,14 +89,43 @@ def test_over_http_reports_are_limited_per_address(database_uri, tmp_path) -> No
         clear_database(database_uri)
 
 
-def test_the_admin_search_finds_a_whole_key_by_its_digest(client, admin, api) -> None:
+def test_the_admin_search_opens_a_whole_key_by_its_digest_at_an_address_without_it(client, admin, api) -> None:
     leaked = api.new_key(user_email="leaked@example.com")
     api.new_key(user_email="other@example.com")
-    page = client.get(f"/admin/?q={leaked}")
-    assert rows_on(client, f"q={leaked}") == 1
-    assert "leaked@example.com" in page.get_data(as_text=True)
+    key_id = api.get("/auth/keys", leaked).json["data"][0]["id"]
+    found = admin.post("/admin/search", "/admin/", q=f" {leaked} ", status="revoked", sort="created")
+    assert found.status_code == 303 and found.headers["Location"] == f"/admin/keys/{key_id}"
+    page = client.get(found.headers["Location"]).get_data(as_text=True)
+    assert "leaked@example.com" in page and leaked not in page
     tampered = leaked[:-1] + ("A" if leaked[-1] != "A" else "B")
-    assert rows_on(client, f"q={tampered}") == 0
+    missed = admin.post("/admin/search", "/admin/", q=tampered, status="active", sort="created")
+    assert missed.status_code == 303 and missed.headers["Location"] == "/admin/?status=active&sort=created"
+    listed = client.get(missed.headers["Location"]).get_data(as_text=True)
+    assert "No key is that key." in listed and tampered not in listed
+
+
+def test_the_admin_search_posts_other_text_to_the_list_it_searches(client, admin, api) -> None:
+    api.new_key(user_email="alice@example.com")
+    api.new_key(user_email="bob@example.com")
+    searched = admin.post("/admin/search", "/admin/", q="alice", status="", sort="last_used")
+    assert searched.status_code == 303 and searched.headers["Location"] == "/admin/?q=alice&sort=last_used"
+    assert rows_on(client, "q=alice") == 1
+    assert client.post("/admin/search", data={"q": "alice"}).status_code == 400  # no CSRF token
+
+
+def test_an_admin_address_that_holds_a_whole_key_never_carries_it_on(client, admin, api) -> None:
+    leaked = api.new_key(user_email="leaked@example.com")
+    encoded = "lvk_%" + leaked[4:5].encode().hex() + leaked[5:]
+    for path in (f"/admin/?q={leaked}&status=active", f"/admin/keys.csv?q={leaked}&status=active",
+                 f"/admin/?q={encoded}&status=active"):
+        answer = client.get(path)
+        assert answer.status_code == 303 and answer.headers["Location"] == "/admin/?status=active&sort=created"
+        page = client.get(answer.headers["Location"]).get_data(as_text=True)
+        assert "Search for a whole key with the search box" in page and leaked not in page
+    admin.post("/admin/logout", "/admin/")
+    for path in (f"/admin/?q={leaked}", f"/admin/?q={encoded}"):
+        answer = client.get(path)
+        assert answer.status_code == 302 and answer.headers["Location"] == "/admin/login"
 
 
 def test_the_command_line_revokes_a_whole_key_read_from_standard_input(api, database_uri) -> None:

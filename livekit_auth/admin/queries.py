@@ -14,7 +14,6 @@ from flask import current_app
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from .. import keys
 from ..auth import services
 from ..extensions import db
 from ..schemas import timestamp
@@ -59,10 +58,8 @@ def starts_with(column: InstrumentedAttribute[Any], prefix: str) -> ColumnElemen
 def search(query: Select[Any], text: str) -> Select[Any]:
     """Narrow to keys whose prefix, or whose owner's email, name or organisation, starts with text.
 
-    A whole key (pasted from a leak) finds that one key, by its digest.
+    A whole key is never searched for here: the search form opens its page (views.search).
     """
-    if keys.is_well_formed(text):
-        return query.where(ApiKey.digest == keys.digest(text))
     if text.startswith("lvk_"):
         return query.where(starts_with(ApiKey.display_prefix, text))
     term = text.lower()

@@ -2,9 +2,9 @@
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import chain
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import (
     Blueprint,
@@ -29,6 +29,7 @@ from ..auth import services
 from ..errors import ApiError, describe_validation_error
 from ..extensions import csrf, db
 from ..gate import public
+from ..keys import KEY_PATTERN
 from ..models import ApiKey, User, canonical_email
 from ..rate_limits import limit_per_address
 from ..schemas import CreateKeySchema, NewKeySchema
@@ -69,6 +70,8 @@ def require_admin() -> ResponseReturnValue | None:
     if admin_session is None:
         session.clear()
         target = request.full_path.rstrip("?") if request.method == "GET" else None
+        if target is not None and holds_a_key(target):
+            target = None  # the login page's address would carry the key on
         return redirect(url_for("admin.login", next=target))
     g.admin_session = admin_session
     # A plain string for the pages, error pages included: they must render without a query,
@@ -76,6 +79,11 @@ def require_admin() -> ResponseReturnValue | None:
     g.admin_email = admin_session.admin.email
     db.session.commit()
     return None
+
+
+def holds_a_key(text: str) -> bool:
+    """Whether text (an address, say, percent-encoded or not) holds a whole key."""
+    return KEY_PATTERN.search(unquote(text)) is not None
 
 
 def carries_nul() -> bool:
@@ -170,11 +178,40 @@ def page_number() -> int:
     return min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
 
 
+@bp.post("/search")
+def search() -> ResponseReturnValue:
+    """The search form, posted: a whole key opens its own page, anything else the list searched.
+
+    Posted, so that a whole key pasted from a leak is in no address: not the browser's history,
+    a proxy's log, the list's links or the login page's next=.
+    """
+    text, status, sort = list_arguments(request.form)
+    if holds_a_key(text):  # a key's shape, its checksum right or not: most of a secret all the same
+        found = services.key_by_secret(text)
+        if found is not None:
+            return redirect(url_for("admin.key_detail", key_id=found.id), 303)
+        flash("No key is that key.", "info")
+        text = ""
+    return redirect(url_for("admin.keys", q=text or None, status=status or None, sort=sort), 303)
+
+
+def refuse_a_key_in_the_address(endpoint: str) -> ResponseReturnValue | None:
+    """Send a list address that holds a whole key to the list without it, saying why."""
+    if not holds_a_key(request.args.get("q", "")):
+        return None
+    flash("Search for a whole key with the search box: it keeps the key out of every address.", "error")
+    _, status, sort = list_arguments(request.args)
+    return redirect(url_for(endpoint, status=status or None, sort=sort), 303)
+
+
 @bp.get("/")
 def keys() -> ResponseReturnValue:
     """Every key: overview, search, status filter, sort and pages of 50."""
+    refused = refuse_a_key_in_the_address("admin.keys")
+    if refused is not None:
+        return refused
     now = clock.now()
-    text, status, sort = list_arguments()
+    text, status, sort = list_arguments(request.args)
     page = queries.key_page(text, status, sort, page_number(), now)
     overview = queries.overview(now)
     activity = daily_chart(overview.days, [
@@ -200,12 +237,12 @@ CSV_COLUMNS = ["key_id", "display_prefix", "name", "status", "user_name", "user_
                "created_at", "expires_at", "last_used_at", "revoked_at", "requests_30d"]
 
 
-def list_arguments() -> tuple[str, str, str]:
-    """The list's search text, status filter and sort, as the request gives them (or their defaults)."""
-    status = request.args.get("status", "")
-    sort = request.args.get("sort", "created")
+def list_arguments(given: Mapping[str, str]) -> tuple[str, str, str]:
+    """The list's search text, status filter and sort, as the query or form gives them (or their defaults)."""
+    status = given.get("status", "")
+    sort = given.get("sort", "created")
     return (
-        request.args.get("q", "").strip()[:254],
+        given.get("q", "").strip()[:254],
         status if status in queries.STATUS_FILTERS else "",
         sort if sort in queries.SORTS else "created",
     )
@@ -214,8 +251,11 @@ def list_arguments() -> tuple[str, str, str]:
 @bp.get("/keys.csv")
 def keys_csv() -> ResponseReturnValue:
     """The list as it is searched, filtered and sorted, as CSV, streamed: never a key or a digest."""
+    refused = refuse_a_key_in_the_address("admin.keys")
+    if refused is not None:
+        return refused
     now = clock.now()
-    rows = queries.export_rows(*list_arguments(), now)
+    rows = queries.export_rows(*list_arguments(request.args), now)
 
     def lines() -> Iterator[str]:
         out = io.StringIO()
