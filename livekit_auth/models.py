@@ -246,6 +246,10 @@ class AdminSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A key issued in this session and not shown yet: its id, and one of the two random shares
+    # whose XOR is the key (the other is in the browser's cookie), so neither side holds it.
+    issued_key_id: Mapped[int | None]
+    issued_key_share: Mapped[str | None] = mapped_column(String(128))
 
     admin: Mapped[Admin] = relationship()
 

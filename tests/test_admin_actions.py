@@ -3,7 +3,10 @@
 import csv
 import io
 
+from sqlalchemy import select
+
 from livekit_auth import keys
+from livekit_auth.extensions import db
 
 from .support import envelope_error, events
 
@@ -14,8 +17,10 @@ def issue(admin, **fields):
 
 
 def test_an_admin_issues_a_key_to_a_new_user_and_sees_it_once(app, client, admin, api) -> None:
-    response = issue(admin, email="New.User@example.com", user_name="New User", org_name="Acme",
-                     key_name="ci", expires_in_days="30")
+    posted = issue(admin, email="New.User@example.com", user_name="New User", org_name="Acme",
+                   key_name="ci", expires_in_days="30")
+    assert posted.status_code == 303 and posted.headers["Location"].endswith("/issued")
+    response = client.get(posted.headers["Location"])
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     html = response.get_data(as_text=True)
@@ -32,10 +37,45 @@ def test_an_admin_issues_a_key_to_a_new_user_and_sees_it_once(app, client, admin
     assert secret not in key_page
 
 
+def test_reloading_the_issued_page_issues_nothing_and_shows_the_key_no_more(app, client, admin, api) -> None:
+    posted = issue(admin, email="once@example.com", key_name="once")
+    shown = client.get(posted.headers["Location"]).get_data(as_text=True)
+    secret = shown.split('<code id="issued-key" class="mono">')[1].split("</code>")[0]
+    reloaded = client.get(posted.headers["Location"])
+    assert reloaded.status_code == 302 and reloaded.headers["Location"] == posted.headers["Location"][: -len("/issued")]
+    page = client.get(reloaded.headers["Location"]).get_data(as_text=True)
+    assert "was shown already" in page and secret not in page
+    assert len(api.get("/auth/keys", secret).json["data"]) == 1
+    assert len(events(app, "key_created")) == 1
+
+
+def test_the_key_being_shown_is_held_by_neither_the_database_nor_the_cookie_alone(app, client, admin, api) -> None:
+    from livekit_auth.models import AdminSession
+
+    posted = issue(admin, email="split@example.com")
+    cookie = client.get_cookie("livekit_admin").value
+    with app.app_context():
+        [held] = [row for row in db.session.scalars(select(AdminSession)) if row.issued_key_id is not None]
+        server_share = held.issued_key_share
+        session = app.session_interface.get_signing_serializer(app).loads(cookie)
+    shown = client.get(posted.headers["Location"]).get_data(as_text=True)
+    secret = shown.split('<code id="issued-key" class="mono">')[1].split("</code>")[0]
+    browser_share = session["issued_key"][1]
+    assert secret not in cookie and secret not in server_share and secret not in browser_share
+    assert bytes(a ^ b for a, b in zip(bytes.fromhex(browser_share), bytes.fromhex(server_share))).decode() == secret
+    with app.app_context():
+        assert [row.issued_key_share for row in db.session.scalars(select(AdminSession))] == [None]
+    # The issued page of a key this session did not just issue shows nothing.
+    other = api.new_key(user_email="other@example.com")
+    other_id = api.get("/auth/keys", other).json["data"][0]["id"]
+    issue(admin, email="third@example.com")
+    assert client.get(f"/admin/keys/{other_id}/issued").status_code == 302
+
+
 def test_an_admin_issues_another_key_to_an_existing_user(client, admin, api) -> None:
     first = api.new_key(user_email="john@example.com", user_name="John")
     response = issue(admin, email="JOHN@example.com", user_name="Ignored")
-    assert response.status_code == 200
+    assert response.status_code == 303
     assert len(api.get("/auth/keys", first).json["data"]) == 2
 
 

@@ -218,6 +218,10 @@ def test_an_operator_issues_a_key_finds_it_whole_revokes_a_user_and_exports(serv
     page.get_by_role("button", name="Copy").click()
     expect(page.get_by_role("button", name="Copied")).to_be_visible()
     assert page.evaluate("navigator.clipboard.readText()") == secret
+    # Reloading shows the key's page, not the key, and issues nothing ("all 2" below).
+    page.reload()
+    expect(page.get_by_role("status")).to_contain_text("was shown already")
+    assert secret not in page.content()
 
     second = requests.post(f"{server.url}/auth/keys", headers={"x-api-key": secret}, timeout=10).json()["data"]["api_key"]
     page.get_by_role("link", name="Keys", exact=True).click()

@@ -13,6 +13,7 @@ from ..extensions import db
 from ..models import Admin, AdminSession, AuditEvent, canonical_email
 
 SESSION_TOKEN = "admin_session"
+ISSUED_KEY = "issued_key"  # the cookie session's entry: [a key's id, the browser's share of it]
 MIN_PASSWORD_LENGTH = 12
 UNKNOWN_ADMIN_HASH = "admin_unknown_hash"  # the app.extensions entry of unknown_admin_hash()
 
@@ -127,3 +128,33 @@ def end_session(admin_session: AdminSession) -> None:
     """End a session on the server, so that a copy of its cookie opens nothing."""
     admin_session.ended_at = clock.now()
     session.clear()
+
+
+def hold_issued_key(admin_session: AdminSession, key_id: int, secret: str) -> None:
+    """Keep a key just issued until its page shows it, as two random shares.
+
+    The server keeps one with the session, the browser's cookie the other, and the key is their
+    XOR: neither the database nor the cookie holds it, and the page can show it once.
+    """
+    whole = secret.encode("ascii")
+    server_share = secrets.token_bytes(len(whole))
+    admin_session.issued_key_id = key_id
+    admin_session.issued_key_share = server_share.hex()
+    session[ISSUED_KEY] = [key_id, bytes(a ^ b for a, b in zip(whole, server_share)).hex()]
+
+
+def take_issued_key(admin_session: AdminSession, key_id: int) -> str | None:
+    """The key issued with this id, once; None when it was shown already, or held for another."""
+    held = session.pop(ISSUED_KEY, None)
+    server_share = admin_session.issued_key_share
+    if admin_session.issued_key_id != key_id or server_share is None:
+        return None
+    admin_session.issued_key_id = admin_session.issued_key_share = None
+    if not (isinstance(held, list) and len(held) == 2 and held[0] == key_id and isinstance(held[1], str)):
+        return None
+    try:
+        browser_share = bytes.fromhex(held[1])
+        shares = zip(browser_share, bytes.fromhex(server_share), strict=True)
+        return bytes(a ^ b for a, b in shares).decode("ascii")
+    except (ValueError, UnicodeDecodeError):  # a cookie that is not what this page wrote
+        return None

@@ -331,7 +331,7 @@ def revoke(key_id: int) -> ResponseReturnValue:
 
 @bp.route("/keys/new", methods=["GET", "POST"])
 def issue() -> ResponseReturnValue:
-    """Issue a key to a user, registering them if they are new; the key is shown once."""
+    """Issue a key to a user, registering them if they are new; its page shows the key once."""
     form = IssueKeyForm()
     if not form.validate_on_submit():
         return render_template("admin/issue.html", form=form), 400 if request.method == "POST" else 200
@@ -347,7 +347,8 @@ def issue() -> ResponseReturnValue:
             holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email
         )
         db.session.flush()
-        issued_key = {"id": key.id, "display_prefix": key.display_prefix, "email": key.user.email}
+        issued_id = key.id
+        accounts.hold_issued_key(g.admin_session, issued_id, secret)
         db.session.commit()
     except ValidationError as error:
         db.session.rollback()
@@ -359,7 +360,20 @@ def issue() -> ResponseReturnValue:
               "error")
         return render_template("admin/issue.html", form=form), 409
     queries.forget_overview()
-    return render_template("admin/issued.html", key=issued_key, secret=secret)
+    # Post/Redirect/Get: reloading the page that shows the key must not issue another.
+    return redirect(url_for("admin.issued", key_id=issued_id), 303)
+
+
+@bp.get("/keys/<int:key_id>/issued")
+def issued(key_id: int) -> ResponseReturnValue:
+    """The key just issued, shown this once; reloaded or visited later, the key's own page."""
+    key = key_or_404(key_id)
+    secret = accounts.take_issued_key(g.admin_session, key.id)
+    db.session.commit()
+    if secret is None:
+        flash(f"A key is shown once, as it is issued: {key.display_prefix}… was shown already.", "info")
+        return redirect(url_for("admin.key_detail", key_id=key.id))
+    return render_template("admin/issued.html", key=key, secret=secret)
 
 
 @bp.route("/users/<int:user_id>/revoke-all", methods=["GET", "POST"])
