@@ -2,9 +2,12 @@
 
 import gc
 import ipaddress
+import json
 import os
 import shutil
 import tempfile
+
+import gunicorn.util
 
 if os.environ.get("FLASK_DEBUG", "").lower() in {"1", "true", "yes", "on"}:
     raise SystemExit("Refusing to serve with FLASK_DEBUG on: the debugger runs any code it is sent")
@@ -49,6 +52,28 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
+GUNICORN_REFUSALS = {
+    414: f"The request line is over {limit_request_line} bytes",
+    431: f"The request has over {limit_request_fields} headers, or one over {limit_request_field_size} bytes",
+}
+
+
+def write_error_envelope(sock, status_int, reason, mesg):
+    """gunicorn's own answer to a request it refuses unread (too long, malformed), in the envelope.
+
+    gunicorn writes these as HTML through gunicorn.util.write_error, before any app code runs;
+    clients of this API read JSON. tests/test_server.py fails if gunicorn stops calling it.
+    """
+    message = GUNICORN_REFUSALS.get(status_int, reason)
+    body = json.dumps({"success": False, "message": message, "data": None}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn.util.write_error = write_error_envelope
 
 # The app writes one JSON line per request to standard output (path without query string,
 # never a key), so gunicorn's own access log is off.

@@ -40,8 +40,10 @@ DESCRIPTIONS = {
     404: "No such key among the caller's keys",
     409: "Conflict: the email already has a user, or the user holds the most keys allowed",
     413: "The request body is over 64 KiB",
+    414: "The request line is over 4094 bytes (answered by gunicorn, before the app)",
     415: "The body is not application/json",
     429: "Too many requests under a rate limit; Retry-After says when to try again",
+    431: "Over 50 request headers, or one over 8190 bytes (answered by gunicorn, before the app)",
     500: "Internal server error",
     503: "The database is unavailable",
 }
@@ -130,7 +132,7 @@ def success_response(data: Any) -> dict[str, Any]:
 
 def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
     """Every error status a documented view can answer: its own, and those that follow from the rest."""
-    answered = {*declared.statuses, 500}
+    answered = {*declared.statuses, 414, 431, 500}  # 414 and 431: gunicorn's limits on any request
     if not getattr(view, "is_public", False):
         answered |= {401, 429}  # the gate: a refused key, or an address throttled after failed checks
     if declared.body is not None:

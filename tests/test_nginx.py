@@ -438,3 +438,17 @@ def test_nginxs_own_answers_are_the_envelope(deployment_without_servers, path, s
     assert answer.headers["Cache-Control"] == "no-store"
     assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])
     assert answer.headers["Server"] == "nginx"  # server_tokens off: no version
+
+
+@pytest.mark.parametrize(("path", "headers", "status", "message"), [
+    ("/auth/check-key?" + "a" * 6000, {}, 414, "The request line is over 4094 bytes"),  # gunicorn's refusal
+    ("/agents/rooms?" + "a" * 20000, {}, 414, "The request line is over 4094 bytes"),  # nginx's own
+    ("/auth/check-key", {"X-Filler": "f" * 9000}, 431, "The request has over 50 headers, or one over 8190 bytes"),
+    ("/agents/rooms", {"X-Filler": "f" * 20000}, 431, "The request has over 50 headers, or one over 8190 bytes"),
+])
+def test_requests_too_large_are_refused_in_the_envelope_by_nginx_or_gunicorn(deployment, path, headers, status,
+                                                                             message) -> None:
+    answer = deployment.call("GET", path, "lvk_any", client="127.0.0.40", headers=headers)
+    envelope_error(answer, status, message)
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.headers["Cache-Control"] == "no-store"
