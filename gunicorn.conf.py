@@ -124,8 +124,15 @@ def post_worker_init(worker):
     the collector, each full pass walked them all: 50-60 ms every 8,000 requests or so, under
     load, which is 6-8 µs per request on average and a pause in the slowest answers. Objects
     made by requests are collected as before.
+
+    The app gets the worker's heartbeat ("worker_heartbeat" in its extensions): a response
+    that streams for longer than GUNICORN_TIMEOUT (the CSV export) beats it between chunks,
+    or gunicorn would take the worker for hung and kill it mid-answer.
     """
     gc.freeze()
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None)
+    if extensions is not None:
+        extensions["worker_heartbeat"] = worker.notify
 
 
 def worker_exit(server, worker):

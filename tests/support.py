@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -282,6 +283,24 @@ def flask_command(database_uri: str, *arguments: str, stdin: str = "") -> subpro
         text=True, cwd=PROJECT_ROOT, timeout=60,
         env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_uri, "SECRET_KEY": "test"},
     )
+
+
+def logged_in_admin(origin: str, database_uri: str, verify: str | bool = True) -> requests.Session:
+    """An admin made with the CLI and logged in over HTTP at origin, as a browser would be."""
+    email, password = f"admin-{uuid.uuid4().hex[:6]}@example.com", "a long admin password"
+    created = flask_command(database_uri, "admin", "create", "--email", email, "--password-stdin",
+                            stdin=password + "\n")
+    assert created.returncode == 0, created.stderr
+    browser = requests.Session()
+    browser.trust_env = False  # REQUESTS_CA_BUNDLE would overrule the certificate it is to trust
+    browser.verify = verify
+    browser.headers["Referer"] = f"{origin}/admin/login"
+    page = browser.get(f"{origin}/admin/login", timeout=15).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    answer = browser.post(f"{origin}/admin/login", data={"email": email, "password": password, "csrf_token": token},
+                          timeout=15, allow_redirects=False)
+    assert answer.status_code == 302, answer.text
+    return browser
 
 
 def require_nginx() -> None:

@@ -2,13 +2,17 @@
 
 import csv
 import io
+import time
+from datetime import datetime, timezone
 
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from livekit_auth import keys
 from livekit_auth.extensions import db
+from livekit_auth.models import ApiKey, User
 
-from .support import envelope_error, events
+from .support import clear_database, envelope_error, events, live_server, logged_in_admin
 
 
 def issue(admin, **fields):
@@ -161,3 +165,37 @@ def test_the_export_streams_past_one_batch(client, admin, api, monkeypatch) -> N
 
 def test_the_export_needs_a_login(client) -> None:
     assert client.get("/admin/keys.csv").status_code == 302
+
+
+def seed_keys(database_uri: str, count: int) -> None:
+    """One user holding count keys, inserted in bulk (past any cap: no key here is ever checked)."""
+    engine = sa.create_engine(database_uri)
+    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as connection:
+        user_id = connection.execute(User.__table__.insert().returning(User.__table__.c.id), {
+            "name": "Many Keys", "email": "many@example.com", "created_at": created,
+        }).scalar_one()
+        connection.execute(ApiKey.__table__.insert(), [
+            {"user_id": user_id, "digest": f"{n:064x}", "display_prefix": f"lvk_{n:08d}", "created_at": created}
+            for n in range(count)
+        ])
+    engine.dispose()
+
+
+def test_an_export_longer_than_the_worker_timeout_completes_for_a_slow_reader(tmp_path, database_uri) -> None:
+    count = 100_000
+    try:
+        with live_server(database_uri, tmp_path, workers=1, GUNICORN_TIMEOUT="1") as server:
+            seed_keys(database_uri, count)
+            browser = logged_in_admin(server.url, database_uri)
+            started, lines = time.monotonic(), 0
+            with browser.get(f"{server.url}/admin/keys.csv", stream=True, timeout=30) as answer:
+                assert answer.status_code == 200
+                for chunk in answer.iter_content(64 * 1024):
+                    lines += chunk.count(b"\n")
+                    time.sleep(0.01)  # a reader slower than the worker writes
+            assert lines == count + 1
+            assert time.monotonic() - started > 2  # well past GUNICORN_TIMEOUT
+            assert "WORKER TIMEOUT" not in server.log()
+    finally:
+        clear_database(database_uri)

@@ -28,7 +28,7 @@ import requests
 from livekit_auth import keys
 
 from .support import (
-    LiveServer, clear_database, envelope_error, flask_command, free_port, live_server, require_nginx,
+    LiveServer, clear_database, envelope_error, flask_command, free_port, live_server, logged_in_admin, require_nginx,
     require_service, running_nginx,
 )
 
@@ -352,23 +352,12 @@ def test_no_key_is_at_rest_in_anything_nginx_or_the_servers_wrote(deployment) ->
 
 
 def admin_session(deployment: Deployment) -> requests.Session:
-    """An admin logged in through nginx, as a browser on this port would be."""
-    email, password = f"admin-{uuid.uuid4().hex[:6]}@example.com", "a long admin password"
-    created = flask_command(deployment.servers[0].database_url, "admin", "create", "--email", email,
-                            "--password-stdin", stdin=password + "\n")
-    assert created.returncode == 0, created.stderr
-    browser = requests.Session()
-    browser.trust_env = False  # REQUESTS_CA_BUNDLE would overrule the certificate it is to trust
-    browser.verify = str(deployment.certificate)
-    origin = f"https://127.0.0.1:{deployment.https_port}"
-    browser.headers["Referer"] = f"{origin}/admin/login"
-    page = browser.get(f"{origin}/admin/login", timeout=15).text
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
-    answer = browser.post(f"{origin}/admin/login", data={"email": email, "password": password, "csrf_token": token},
-                          timeout=15, allow_redirects=False)
-    # The Referer names the port the client used; with Host without it, this was a 400.
-    assert answer.status_code == 302, answer.text
-    return browser
+    """An admin logged in through nginx, as a browser on this port would be.
+
+    The Referer names the port the client used; with Host without it, the login was a 400.
+    """
+    return logged_in_admin(f"https://127.0.0.1:{deployment.https_port}", deployment.servers[0].database_url,
+                           str(deployment.certificate))
 
 
 def test_the_admin_logs_in_through_nginx_on_any_port(deployment) -> None:

@@ -98,18 +98,20 @@ def listed_keys(text: str, status: str, sort: str, now: datetime) -> Select[Any]
 EXPORT_BATCH = 500
 
 
-def export_rows(text: str, status: str, sort: str, now: datetime) -> Iterator[list[Any]]:
-    """Every key the list would show, a batch at a time, as the rows of the CSV export."""
+def export_batches(text: str, status: str, sort: str, now: datetime) -> Iterator[list[list[Any]]]:
+    """Every key the list would show, as the rows of the CSV export, EXPORT_BATCH rows at a time."""
     result = db.session.execute(listed_keys(text, status, sort, now).execution_options(yield_per=EXPORT_BATCH))
     for batch in result.partitions():
         requests = services.recent_requests([key.id for key, _ in batch], now.date())
-        for key, user in batch:
-            yield [
+        yield [
+            [
                 key.id, key.display_prefix, key.name or "", key.state(now), user.name, user.email,
                 user.org_name or "", *(timestamp(moment) if moment else "" for moment in (
                     key.created_at, key.expires_at, key.last_used_at, key.revoked_at)),
                 requests.get(key.id, 0),
             ]
+            for key, user in batch
+        ]
 
 
 def key_page(text: str, status: str, sort: str, number: int, now: datetime) -> Page:
