@@ -100,12 +100,21 @@ if "LIVEKIT_AUTH_KEY_SIGNAL" not in os.environ:
     os.environ["LIVEKIT_AUTH_KEY_SIGNAL"] = signal_path
 
 
+# memory:// limits count in a file every worker of this server maps (livekit_auth/rate_limits.py),
+# so that they hold across the workers and outlive any one of them.
+if "LIVEKIT_AUTH_LIMIT_FILE" not in os.environ:
+    limit_descriptor, limit_path = tempfile.mkstemp(prefix="livekit-auth-limits-")
+    os.close(limit_descriptor)
+    os.environ["LIVEKIT_AUTH_LIMIT_FILE"] = limit_path
+
+
 def on_exit(server):
-    """Remove the key signal, and the metrics directory if this server made it."""
-    try:
-        os.unlink(os.environ["LIVEKIT_AUTH_KEY_SIGNAL"])
-    except FileNotFoundError:
-        pass
+    """Remove the key signal and the limits' file, and the metrics directory if this server made it."""
+    for made in ("LIVEKIT_AUTH_KEY_SIGNAL", "LIVEKIT_AUTH_LIMIT_FILE"):
+        try:
+            os.unlink(os.environ[made])
+        except FileNotFoundError:
+            pass
     if metrics_directory_made:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 

@@ -10,14 +10,20 @@ A store that fails or does not answer within STORE_TIMEOUT_SECONDS lets requests
 whole episode, and every failure is counted in livekit_auth_limit_store_errors_total.
 """
 
-import heapq
+import fcntl
+import hashlib
 import ipaddress
 import logging
 import math
+import mmap
+import os
 import re
+import struct
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache, wraps
 from typing import Any, ParamSpec
 
@@ -34,10 +40,11 @@ from .metrics import LIMIT_STORE_ERRORS
 logger = logging.getLogger(__name__)
 STORE_TIMEOUT_SECONDS = 0.1
 STORE_RETRY_SECONDS = 5.0
-# How often a worker's memory:// store drops the counts of windows that have ended.
-SWEEP_SECONDS = 60.0
-# The most fixed windows a worker keeps in memory:// (about 150 bytes each), however many clients come.
-MEMORY_WINDOWS = 100_000
+# memory://'s table (ServerMemoryStorage): 8,192 buckets of 16 windows, 24 bytes each (3 MiB).
+LIMIT_FILE_VARIABLE = "LIVEKIT_AUTH_LIMIT_FILE"
+MEMORY_BUCKETS = 8192
+SLOTS = 16
+WINDOW = struct.Struct("=Qqd")  # the store key's hash, the count, when the window ends
 LIMIT_SETTINGS = (
     "RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN", "RATELIMIT_KEY_ISSUE",
     "RATELIMIT_LEAK_REPORT",
@@ -97,77 +104,120 @@ def store_key(limit: RateLimitItem, prefix: str, scope: tuple[str, ...]) -> str:
     return limit.key_for(prefix, *scope)
 
 
-class WorkerMemoryStorage(Storage):
-    """memory://: the fixed windows' counts in this worker's memory.
+class ServerMemoryStorage(Storage):
+    """memory://: fixed windows' counts in memory that the workers of one server share.
 
-    limits' own MemoryStorage drops ended windows from a timer thread, which it starts again
-    up to every 10 ms while counts are being added (every refused key, under load); starting
-    it and its wake-ups take the interpreter from the request being served. Here the counts
-    of ended windows are swept on the request path instead, at most every SWEEP_SECONDS.
+    gunicorn.conf.py makes an empty file before it forks the workers and names it in
+    LIVEKIT_AUTH_LIMIT_FILE; each worker maps it, so every worker counts one address alike, and
+    a worker that gunicorn replaces (timeout, crash, max_requests) takes no count with it. A
+    process without the file (the flask CLI, a test) counts in a file of its own.
+
+    The memory is a table of BUCKETS buckets of SLOTS windows, a window's store key hashed to a
+    bucket; a bucket is locked (a POSIX record lock, which the kernel drops with a process that
+    dies holding it) while a window in it is read or counted. A window that ended frees its
+    slot; in a full bucket the window that ends soonest gives way. So however many clients
+    come, a server holds at most BUCKETS * SLOTS windows, in 3 MiB.
     """
 
     base_exceptions = ValueError
 
-    def __init__(self, capacity: int = MEMORY_WINDOWS) -> None:
+    def __init__(self, path: str | None = None, buckets: int = MEMORY_BUCKETS) -> None:
         super().__init__(wrap_exceptions=True)
-        self.counts: dict[str, tuple[int, float]] = {}  # key: (count, when its window ends)
-        self.capacity = capacity
-        self.lock = threading.Lock()
-        self.swept_at = time.time()
+        self.buckets = buckets
+        size = buckets * SLOTS * WINDOW.size
+        # Held until close(): closing any descriptor of the file drops this process's record locks on it.
+        if path:
+            self.descriptor = os.open(path, os.O_RDWR)
+        else:
+            self.descriptor, own_path = tempfile.mkstemp(prefix="livekit-auth-limits-")
+            os.unlink(own_path)
+        if os.fstat(self.descriptor).st_size < size:
+            os.ftruncate(self.descriptor, size)  # zeros: every slot empty
+        self.memory = mmap.mmap(self.descriptor, size)
+        self.lock = threading.Lock()  # record locks are per process; this orders its threads
+
+    def close(self) -> None:
+        """Unmap the table and close the file (once): the counts stay for the server's other workers."""
+        if self.memory.closed:
+            return
+        self.memory.close()
+        os.close(self.descriptor)
+
+    def bucket(self, key: str) -> tuple[int, int]:
+        """The hash under which a store key is kept (never 0, an empty slot), and its bucket's offset."""
+        hashed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
+        return hashed, (hashed % self.buckets) * SLOTS * WINDOW.size
+
+    @contextmanager
+    def locked(self, offset: int) -> Iterator[list[tuple[int, int, float]]]:
+        """A bucket's windows (hash, count, when its window ends), held against every other process."""
+        length = SLOTS * WINDOW.size
+        with self.lock:
+            fcntl.lockf(self.descriptor, fcntl.LOCK_EX, length, offset)
+            try:
+                yield list(WINDOW.iter_unpack(self.memory[offset:offset + length]))
+            finally:
+                fcntl.lockf(self.descriptor, fcntl.LOCK_UN, length, offset)
+
+    def window(self, key: str) -> tuple[int, float]:
+        """A key's count and when its window ends; (0, 0.0) when none is running."""
+        hashed, offset = self.bucket(key)
+        with self.locked(offset) as windows:
+            for slot_hash, count, window_ends in windows:
+                if slot_hash == hashed and window_ends > time.time():
+                    return count, window_ends
+        return 0, 0.0
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add to a key's count, opening a window of `expiry` seconds when none is running."""
+        hashed, offset = self.bucket(key)
         now = time.time()
-        with self.lock:
-            if now - self.swept_at >= SWEEP_SECONDS or (key not in self.counts and len(self.counts) >= self.capacity):
-                self.sweep(now)
-            count, window_ends = self.counts.get(key, (0, now))
-            if window_ends <= now:
+        with self.locked(offset) as windows:
+            slot = next((n for n, (slot_hash, _, _) in enumerate(windows) if slot_hash == hashed), None)
+            if slot is None:  # an empty slot or an ended window ends soonest of all
+                slot = min(range(SLOTS), key=lambda n: windows[n][2])
+            slot_hash, count, window_ends = windows[slot]
+            if slot_hash != hashed or window_ends <= now:
                 count, window_ends = 0, now + expiry
-            self.counts[key] = (count + amount, window_ends)
+            WINDOW.pack_into(self.memory, offset + slot * WINDOW.size, hashed, count + amount, window_ends)
         return count + amount
-
-    def sweep(self, now: float) -> None:
-        """Drop the ended windows; when still full, the tenth of them that would end soonest.
-
-        So however many addresses a flood brings, a worker holds at most `capacity` windows.
-        """
-        self.counts = {name: entry for name, entry in self.counts.items() if entry[1] > now}
-        self.swept_at = now
-        if len(self.counts) >= self.capacity:
-            ending = heapq.nsmallest(max(1, self.capacity // 10), self.counts, key=lambda name: self.counts[name][1])
-            for name in ending:
-                del self.counts[name]
 
     def get(self, key: str) -> int:
         """A key's count in its running window; 0 when none is running."""
-        count, window_ends = self.counts.get(key, (0, 0.0))
-        return count if window_ends > time.time() else 0
+        return self.window(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        """When a key's window ends."""
-        return self.counts.get(key, (0, time.time()))[1]
+        """When a key's window ends (now, when none is running)."""
+        return self.window(key)[1] or time.time()
 
     def check(self) -> bool:
         """Memory always answers."""
         return True
 
     def reset(self) -> int:
-        """Forget every count; how many there were."""
-        with self.lock:
-            forgotten, self.counts = len(self.counts), {}
-        return forgotten
+        """Forget every count; how many windows were running."""
+        now, running = time.time(), 0
+        for bucket in range(self.buckets):
+            with self.locked(bucket * SLOTS * WINDOW.size) as windows:
+                running += sum(1 for slot_hash, _, window_ends in windows if slot_hash and window_ends > now)
+                self.memory[bucket * SLOTS * WINDOW.size:(bucket + 1) * SLOTS * WINDOW.size] = bytes(
+                    SLOTS * WINDOW.size
+                )
+        return running
 
     def clear(self, key: str) -> None:
         """Forget a key's count."""
-        with self.lock:
-            self.counts.pop(key, None)
+        hashed, offset = self.bucket(key)
+        with self.locked(offset) as windows:
+            for slot, (slot_hash, _, _) in enumerate(windows):
+                if slot_hash == hashed:
+                    WINDOW.pack_into(self.memory, offset + slot * WINDOW.size, 0, 0, 0.0)
 
 
 def open_store(uri: str) -> Storage:
     """The limit store a URI names; a Redis one gives up on any call after STORE_TIMEOUT_SECONDS."""
     if uri.partition("//")[0] == "memory:":
-        return WorkerMemoryStorage()
+        return ServerMemoryStorage(os.environ.get(LIMIT_FILE_VARIABLE))
     options: dict[str, Any] = {"wrap_exceptions": True}
     if uri.startswith(("redis://", "rediss://", "redis+unix://")):
         options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)
@@ -197,6 +247,12 @@ class RateLimits:
         self.store = open_store(config["RATELIMIT_STORAGE_URI"])
         self.resting_until = float("-inf")
         self.failing = False
+
+    def close(self) -> None:
+        """Let go of the limit store's memory or connections."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
 
     def address(self, address: str) -> str:
         """What a client address is counted as: its canonical text, an IPv6 one by its network.

@@ -77,8 +77,9 @@ def clear_database(uri: str) -> None:
 
 
 def release(app: Flask) -> None:
-    """Close every connection an app holds: the key reader's, then the pool's."""
+    """Close every connection an app holds: the key reader's, the limit store's, then the pool's."""
     app.extensions["keyring"].close()
+    app.extensions["rate_limits"].close()
     with app.app_context():
         db.engine.dispose()
 

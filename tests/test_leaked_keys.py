@@ -73,7 +73,6 @@ def test_over_http_a_report_is_refused_by_every_worker_at_once(database_uri, tmp
 def test_over_http_reports_are_limited_per_address(database_uri, tmp_path) -> None:
     if database_uri.startswith("sqlite"):
         database_uri = f"sqlite:///{tmp_path / 'leaks.db'}"
-    # One worker: memory:// counts per worker.
     with live_server(database_uri, tmp_path, workers=1, RATELIMIT_ENABLED="true",
                      RATELIMIT_LEAK_REPORT="2 per minute") as server:
 

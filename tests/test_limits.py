@@ -1,5 +1,7 @@
 """Rate limits: per client address, from the environment, shared across workers through Redis."""
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -15,7 +17,7 @@ from livekit_auth import create_app, keys, rate_limits
 from livekit_auth.extensions import db
 from livekit_auth.models import AuditEvent, User
 
-from .support import AdminActions, envelope_error, live_server, release, require_service
+from .support import AdminActions, child_pids, envelope_error, live_server, release, require_service
 
 
 @pytest.fixture
@@ -90,6 +92,7 @@ def test_a_throttled_address_gets_one_answer_for_a_valid_key_from_every_worker(a
     # Two apps on one store are two workers of a server; only the first has seen the key.
     first = limited(RATELIMIT_FAILED_AUTH="2 per minute")
     second = limited(RATELIMIT_FAILED_AUTH="2 per minute")
+    second.extensions["rate_limits"].store.close()
     second.extensions["rate_limits"].store = first.extensions["rate_limits"].store
     seen, unseen = first.test_client(), second.test_client()
     key = create(seen, "both@example.com").json["data"]["api_key"]
@@ -336,18 +339,26 @@ def test_memory_store_counts_a_fixed_window_and_starts_again_when_it_ends(monkey
     assert store.get("k") == 0
 
 
-def test_memory_store_sweeps_ended_windows_without_a_thread(monkeypatch) -> None:
+def test_memory_store_counts_without_a_thread_and_reuses_the_slots_of_ended_windows(monkeypatch) -> None:
     threads = threading.active_count()
-    store = rate_limits.open_store("memory://")
+    store = rate_limits.ServerMemoryStorage(buckets=1)  # one bucket of SLOTS windows
     now = [1000.0]
     monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
-    store.swept_at = now[0]
-    for address in range(500):
+    for address in range(rate_limits.SLOTS):
         store.incr(f"address-{address}", 60)
     assert threading.active_count() == threads
-    now[0] += rate_limits.SWEEP_SECONDS
-    store.incr("late", 60)
-    assert list(store.counts) == ["late"]
+    now[0] += 60
+    assert store.incr("late", 60) == 1 and store.incr("late", 60) == 2
+    assert store.get("address-0") == 0 and store.reset() == 1
+
+
+def test_two_workers_of_a_server_share_one_count_through_the_limit_file(tmp_path) -> None:
+    path = tmp_path / "limits"
+    path.touch()
+    first, second = rate_limits.ServerMemoryStorage(str(path)), rate_limits.ServerMemoryStorage(str(path))
+    assert first.incr("k", 60) == 1 and second.incr("k", 60) == 2 and first.get("k") == 2
+    del first  # a worker gone: its counts stay
+    assert rate_limits.ServerMemoryStorage(str(path)).incr("k", 60) == 3
 
 
 @pytest.mark.parametrize(("given", "counted"), [
@@ -380,14 +391,15 @@ def test_the_ipv6_prefix_is_a_setting(limited) -> None:
 
 
 def test_memory_store_holds_at_most_its_capacity_however_many_addresses_come(monkeypatch) -> None:
-    store = rate_limits.WorkerMemoryStorage(capacity=100)
+    store = rate_limits.ServerMemoryStorage(buckets=4)
     now = [1000.0]
     monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
     for address in range(1000):
         now[0] += 0.01
         store.incr(f"address-{address}", 60)
-        assert len(store.counts) <= 100
-    assert "address-999" in store.counts  # the newest stay; those ending soonest went first
+    assert len(store.memory) == 4 * rate_limits.SLOTS * rate_limits.WINDOW.size
+    assert store.get("address-999") == 1  # the newest stay; those ending soonest went first
+    assert sum(store.get(f"address-{address}") for address in range(1000)) == 4 * rate_limits.SLOTS
 
 
 def test_a_locked_accounts_refusals_count_against_the_address_and_are_recorded_once(limited, admin_account) -> None:
@@ -402,3 +414,25 @@ def test_a_locked_accounts_refusals_count_against_the_address_and_are_recorded_o
     # The four refusals counted against the address too: it may try no other account now.
     refused = actions.login(email="other@example.com", password="wrong password!")
     assert refused.status_code == 429
+
+
+def test_memory_limits_hold_across_the_workers_of_a_server_and_outlive_them(tmp_path) -> None:
+    with live_server(f"sqlite:///{tmp_path / 'limits.db'}", tmp_path, workers=2, RATELIMIT_ENABLED="true",
+                     RATELIMIT_CREATE_KEY="3 per hour") as server:
+
+        def create_over_http(n: int) -> int:
+            body = {"user_name": "W", "user_email": f"worker{n}@example.com"}
+            # A connection each, so that both workers take their turns.
+            return requests.post(f"{server.url}/auth/create-key", json=body, timeout=10,
+                                 headers={"Connection": "close"}).status_code
+
+        assert [create_over_http(n) for n in range(4)] == [200, 200, 200, 429]
+        killed = child_pids(server.process.pid)
+        for worker in killed:
+            os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (len(child_pids(server.process.pid)) == 2 and not set(child_pids(server.process.pid)) & set(killed)):
+            assert time.monotonic() < deadline, "gunicorn did not replace its workers"
+            time.sleep(0.1)
+        # Every worker is new; the counts are not.
+        assert [create_over_http(n) for n in range(4, 8)] == [429] * 4
