@@ -5,6 +5,7 @@ from flask import has_request_context, request
 from . import clock
 from .extensions import db
 from .models import AuditEvent
+from .rate_limits import canonical_address
 
 LOGIN = "login"
 LOGIN_FAILED = "login_failed"
@@ -30,9 +31,13 @@ def by_key(display_prefix: str) -> str:
 
 
 def client_address() -> str:
-    """The address a request came from, or where a command was run."""
+    """The address a request came from, in its canonical spelling, or where a command was run.
+
+    Canonical, so that the admin's count of failed logins per address is one count however
+    the address is written.
+    """
     if has_request_context():
-        return (request.remote_addr or "unknown")[:64]
+        return canonical_address(request.remote_addr or "unknown")[:64]
     return COMMAND_LINE
 
 

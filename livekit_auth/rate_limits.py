@@ -84,16 +84,30 @@ def parse_limit(setting: str, value: str) -> RateLimitItem:
     return every[0]
 
 
-@lru_cache(maxsize=4096)
-def counted_address(address: str, ipv6_prefix: int) -> str:
-    """An address as limits count it (RateLimits.address); text that is no address, as it is."""
+def parsed_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as the ipaddress module reads it (an IPv4-mapped IPv6 one as IPv4), or None for text that is none."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def canonical_address(address: str) -> str:
+    """An address in its one canonical spelling (2001:DB8:0::7 as 2001:db8::7); text that is none, as it is."""
+    parsed = parsed_address(address)
+    return address if parsed is None else str(parsed)
+
+
+@lru_cache(maxsize=4096)
+def counted_address(address: str, ipv6_prefix: int) -> str:
+    """An address as limits count it (RateLimits.address); text that is no address, as it is."""
+    parsed = parsed_address(address)
+    if parsed is None:
         return address
     if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
         return str(ipaddress.ip_network((parsed, ipv6_prefix), strict=False))
     return str(parsed)
 

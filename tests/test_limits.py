@@ -436,3 +436,23 @@ def test_memory_limits_hold_across_the_workers_of_a_server_and_outlive_them(tmp_
             time.sleep(0.1)
         # Every worker is new; the counts are not.
         assert [create_over_http(n) for n in range(4, 8)] == [429] * 4
+
+
+def test_the_admins_failed_logins_per_address_count_one_address_however_it_is_written(limited, admin_account) -> None:
+    app = limited(TRUSTED_PROXY_COUNT=1, RATELIMIT_ADMIN_LOGIN="100 per 15 minutes")
+    client = app.test_client()
+    spellings = ["2001:DB8::7", "2001:db8:0:0:0:0:0:7", "2001:db8::7", "2001:0db8::0007", "2001:db8:0:0::7"]
+
+    def attempt(email: str, address: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        actions = AdminActions(client)
+        token = actions.csrf_token()
+        form = {"email": email, "password": "wrong password!", "csrf_token": token}
+        return client.post("/admin/login", data=form, headers=headers).status_code
+
+    assert [attempt(f"guess{n}@example.com", spelling) for n, spelling in enumerate(spellings)] == [401] * 5
+    assert attempt("another@example.com", "2001:db8:0::7") == 429
+    assert attempt("another@example.com", "2001:db8::8") == 401  # another address
+    with app.app_context():
+        addresses = {event.address for event in db.session.scalars(select(AuditEvent))}
+    assert addresses == {"2001:db8::7", "2001:db8::8"}
