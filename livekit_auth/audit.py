@@ -16,6 +16,8 @@ REVOKE_LEAKED = "revoke_leaked"
 KEY_CREATED = "key_created"
 KEY_ROTATED = "key_rotated"
 KEY_DELETED = "key_deleted"
+KEY_SUSPENDED = "key_suspended"
+KEY_RESUMED = "key_resumed"
 ADMIN_CREATED = "admin_created"
 ADMIN_DELETED = "admin_deleted"
 # Who acted, besides an admin's email: the flask command line, or a key holder through the API.

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,9 @@ class OperatorCommands(AppGroup):
             raise click.ClickException(f"The database failed: {reason}") from None
 
 
-keys_cli = OperatorCommands("keys", help="Issue, list, revoke and prune API keys.", callback=name_the_database)
+keys_cli = OperatorCommands(
+    "keys", help="Issue, list, suspend, resume, revoke and prune API keys.", callback=name_the_database
+)
 
 
 def email_option(value: str | None) -> str | None:
@@ -155,27 +158,56 @@ def revoke_key(prefix_or_id: str | None, from_stdin: bool) -> None:
         raise click.UsageError("Give either a key id or prefix, or --stdin, not both")
     if not from_stdin and prefix_or_id is None:
         raise click.UsageError("Name the key by its id or prefix, or send the whole key with --stdin")
-    if from_stdin:
-        matches = [key_from_stdin()]
-        prefix_or_id = matches[0].display_prefix
-    elif keys.is_well_formed(prefix_or_id):
-        raise click.UsageError("That is a whole key: send it with --stdin, so that it is in no shell history")
-    elif prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
-        matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
-    else:
-        matches = services.keys_by_prefix(prefix_or_id)
-    if not matches:
-        # Text longer than a prefix may be most of a key: only its start is said back.
-        shown = prefix_or_id if len(prefix_or_id) <= keys.DISPLAY_PREFIX_LENGTH else prefix_or_id[: keys.DISPLAY_PREFIX_LENGTH] + "…"
-        raise click.ClickException(f"No key has the id or prefix {shown!r}")
-    if len(matches) > 1:
-        raise click.ClickException(f"{len(matches)} keys share the prefix {prefix_or_id!r}; use the id")
-    key = matches[0]
+    key = key_from_stdin() if from_stdin else named_key(prefix_or_id)
     if not services.revoke(key, audit.CLI):
         click.echo(f"Key {key.id} ({key.display_prefix}) was already revoked")
         return
     db.session.commit()
     click.echo(f"Revoked key {key.id} ({key.display_prefix})")
+
+
+def named_key(prefix_or_id: str) -> ApiKey:
+    """The one key an id or a display prefix names, or one line saying why there is none."""
+    if keys.is_well_formed(prefix_or_id):
+        raise click.UsageError("That is a whole key: send it with --stdin, so that it is in no shell history")
+    if prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
+        matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
+    else:
+        matches = services.keys_by_prefix(prefix_or_id)
+    if not matches:
+        # Text longer than a prefix may be most of a key: only its start is said back.
+        length = keys.DISPLAY_PREFIX_LENGTH
+        shown = prefix_or_id if len(prefix_or_id) <= length else prefix_or_id[:length] + "…"
+        raise click.ClickException(f"No key has the id or prefix {shown!r}")
+    if len(matches) > 1:
+        raise click.ClickException(f"{len(matches)} keys share the prefix {prefix_or_id!r}; use the id")
+    return matches[0]
+
+
+@keys_cli.command("suspend")
+@click.argument("prefix_or_id")
+def suspend_key(prefix_or_id: str) -> None:
+    """Suspend a key, named by its id or display prefix: refused until resumed."""
+    change_suspension(named_key(prefix_or_id), services.suspend, KeyStatus.SUSPENDED, "Suspended")
+
+
+@keys_cli.command("resume")
+@click.argument("prefix_or_id")
+def resume_key(prefix_or_id: str) -> None:
+    """Resume a suspended key, named by its id or display prefix."""
+    change_suspension(named_key(prefix_or_id), services.resume, KeyStatus.ACTIVE, "Resumed")
+
+
+def change_suspension(key: ApiKey, change: Callable[[ApiKey, str], bool], wanted: KeyStatus, done: str) -> None:
+    """Suspend or resume a key and say so; a key already so is said to be, a dead one refused."""
+    if change(key, audit.CLI):
+        db.session.commit()
+        click.echo(f"{done} key {key.id} ({key.display_prefix})")
+        return
+    status = key.status(clock.now())
+    if status is not wanted:
+        raise click.ClickException(f"Key {key.id} ({key.display_prefix}) is {status.value}")
+    click.echo(f"Key {key.id} ({key.display_prefix}) was {wanted.value} already")
 
 
 def key_from_stdin() -> ApiKey:

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .blueprints import owning_blueprint
 from .envelope import error_response
 from .extensions import db
-from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey
+from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey, SuspendedKey
 from .rate_limits import RateLimited
 
 DATABASE_WARNED_AT = "database_warned_at"  # app.extensions: when this worker last said the database was gone
@@ -92,6 +92,7 @@ KEY_REFUSALS = {
     InvalidKey: "Invalid API key",
     RevokedKey: "API key has been revoked",
     ExpiredKey: "API key has expired",
+    SuspendedKey: "API key is suspended",
 }
 
 

@@ -84,19 +84,27 @@ class User(db.Model):
 
 
 class KeyStatus(StrEnum):
-    """Where a key is in its life: only an active key opens the API."""
+    """Where a key is in its life: only an active key opens the API.
+
+    A suspended key is refused until an operator resumes it; revoked and expired are for good.
+    """
 
     ACTIVE = "active"
+    SUSPENDED = "suspended"
     EXPIRED = "expired"
     REVOKED = "revoked"
 
 
-def key_status(revoked_at: datetime | None, expires_at: datetime | None, at: datetime) -> KeyStatus:
+def key_status(
+    revoked_at: datetime | None, expires_at: datetime | None, at: datetime, suspended_at: datetime | None = None
+) -> KeyStatus:
     """A key's status at a moment; a key expires at the instant expires_at names."""
     if revoked_at is not None:
         return KeyStatus.REVOKED
     if expires_at is not None and expires_at <= at:
         return KeyStatus.EXPIRED
+    if suspended_at is not None:
+        return KeyStatus.SUSPENDED
     return KeyStatus.ACTIVE
 
 
@@ -124,12 +132,15 @@ class ApiKey(db.Model):
     revoked_by: Mapped[str | None] = mapped_column(String(254))
     # When a rotation replaced it: until it expires, it is in its grace period.
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When an operator suspended it, and who: None while it is not suspended.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    suspended_by: Mapped[str | None] = mapped_column(String(254))
 
     user: Mapped[User] = relationship(back_populates="keys")
 
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
-        return key_status(self.revoked_at, self.expires_at, at)
+        return key_status(self.revoked_at, self.expires_at, at, self.suspended_at)
 
     def state(self, at: datetime) -> str:
         """The status an operator sees: an active key a rotation replaced is in its grace period."""
@@ -142,14 +153,24 @@ class ApiKey(db.Model):
 GRACE_PERIOD = "grace period"
 
 
+def live_condition(now: datetime) -> ColumnElement[bool]:
+    """SQL for keys neither revoked nor expired at a moment: active or suspended.
+
+    A suspended key still holds its place under MAX_ACTIVE_KEYS_PER_USER (it may be resumed),
+    and revoking all of a user's keys, or a leaked one, revokes it too.
+    """
+    return and_(ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+
+
 def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
     """SQL for keys in a state at a moment, matching key_status."""
-    not_expired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
     if status is KeyStatus.REVOKED:
         return ApiKey.revoked_at.is_not(None)
     if status is KeyStatus.EXPIRED:
         return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
-    return and_(ApiKey.revoked_at.is_(None), not_expired)
+    if status is KeyStatus.SUSPENDED:
+        return and_(live_condition(now), ApiKey.suspended_at.is_not(None))
+    return and_(live_condition(now), ApiKey.suspended_at.is_(None))
 
 
 class KeyChanges(db.Model):

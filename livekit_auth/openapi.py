@@ -36,7 +36,7 @@ DOCS_HEADERS = {
 DESCRIPTIONS = {
     200: "Success",
     400: "Invalid input: malformed JSON, a wrong field, an invalid email",
-    401: "Invalid, missing, revoked or expired API key",
+    401: "Invalid, missing, revoked, expired or suspended API key",
     404: "No such key among the caller's keys",
     409: "Conflict: the email already has a user, or the user holds the most keys allowed",
     413: "The request body is over 64 KiB",

@@ -87,6 +87,14 @@ def test_log_in_find_a_user_revoke_their_key_and_log_out(server, browser: Browse
     rows = page.locator("table.keys tbody tr")
 
     rows.first.locator("a.mono").click()
+    page.get_by_role("link", name="Suspend this key…").click()
+    page.get_by_role("button", name="Suspend key").click()
+    expect(page.locator(".badge").first).to_have_text("suspended")
+    assert requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": victim}, timeout=10).json()["message"] \
+        == "API key is suspended"
+    page.get_by_role("link", name="Resume this key…").click()
+    page.get_by_role("button", name="Resume key").click()
+    expect(page.locator(".badge").first).to_have_text("active")
     page.get_by_role("link", name="Revoke this key…").click()
     expect(page.get_by_role("heading")).to_contain_text("Revoke key")
     page.get_by_role("button", name="Revoke key").click()

@@ -441,3 +441,22 @@ def test_requests_too_large_are_refused_in_the_envelope_by_nginx_or_gunicorn(dep
     envelope_error(answer, status, message)
     assert answer.headers["Content-Type"] == "application/json"
     assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_a_suspended_key_is_refused_through_nginx_within_a_second_and_opens_again_when_resumed(deployment) -> None:
+    key = new_key(deployment, "suspended")
+    client = "127.0.0.41"
+    database_url = deployment.servers[0].database_url
+    for _ in range(4):
+        assert protected(deployment, key, client).status_code == 200
+    assert flask_command(database_url, "keys", "suspend", key[:12]).returncode == 0
+    changed_at = time.monotonic()
+    while protected(deployment, key, client).status_code == 200:
+        assert time.monotonic() - changed_at < 1.0, "nginx still lets the suspended key through"
+    for n in range(4):
+        envelope_error(protected(deployment, key, f"127.0.4.{n}"), 401, "API key is suspended")
+    assert flask_command(database_url, "keys", "resume", key[:12]).returncode == 0
+    changed_at = time.monotonic()
+    while protected(deployment, key, client).status_code != 200:  # a valid key opens from a throttled address
+        assert time.monotonic() - changed_at < 1.0, "nginx still refuses the resumed key"
+    assert [protected(deployment, key, client).status_code for _ in range(4)] == [200] * 4

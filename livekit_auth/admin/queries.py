@@ -24,8 +24,8 @@ CHART_DAYS = 30
 OVERVIEW_SECONDS = 60
 SORTS = {"created": ApiKey.created_at, "last_used": ApiKey.last_used_at}
 EXPIRING_DAYS = 7
-# The list's status filters: the three statuses, and active keys that expire within EXPIRING_DAYS.
-STATUS_FILTERS = ("active", "expiring", "revoked", "expired")
+# The list's status filters: the statuses, and active keys that expire within EXPIRING_DAYS.
+STATUS_FILTERS = ("active", "expiring", "suspended", "revoked", "expired")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from urllib.parse import unquote, urlsplit
 
@@ -327,14 +327,39 @@ def revoke(key_id: int) -> ResponseReturnValue:
     form = ConfirmForm()
     if request.method == "GET":
         return render_template("admin/confirm_revoke.html", key=key, form=form)
-    if services.revoke(key, g.admin_email):
+    return change_key(key, services.revoke, "revoked", "was already revoked")
+
+
+def change_key(key: ApiKey, change: Callable[[ApiKey, str], bool], done: str, undone: str) -> ResponseReturnValue:
+    """Make a confirmed change of a key, tell the admin whether it was made, and go back to its page."""
+    if change(key, g.admin_email):
         db.session.commit()
         queries.forget_overview()
-        flash(f"Key {key.display_prefix}… revoked.", "info")
+        flash(f"Key {key.display_prefix}… {done}.", "info")
     else:
         db.session.rollback()
-        flash(f"Key {key.display_prefix}… was already revoked.", "info")
+        flash(f"Key {key.display_prefix}… {undone}.", "info")
     return redirect(url_for("admin.key_detail", key_id=key.id))
+
+
+# What suspending and resuming do: the service's function, and what the admin is told after.
+SUSPENSION = {
+    "suspend": (services.suspend, "suspended: refused until it is resumed", "was not active; nothing changed"),
+    "resume": (services.resume, "resumed: it opens the API again", "was not suspended; nothing changed"),
+}
+
+
+@bp.route("/keys/<int:key_id>/suspend", methods=["GET", "POST"], defaults={"action": "suspend"},
+          endpoint="suspend")
+@bp.route("/keys/<int:key_id>/resume", methods=["GET", "POST"], defaults={"action": "resume"},
+          endpoint="resume")
+def change_suspension(key_id: int, action: str) -> ResponseReturnValue:
+    """Confirm, then suspend a key (refused on every worker and proxy as a revoked one) or resume it."""
+    key = key_or_404(key_id)
+    form = ConfirmForm()
+    if request.method == "GET":
+        return render_template("admin/confirm_suspension.html", key=key, action=action, form=form)
+    return change_key(key, *SUSPENSION[action])
 
 
 @bp.route("/keys/new", methods=["GET", "POST"])

@@ -8,14 +8,16 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from .. import audit, clock, keys
 from ..errors import ApiError
 from ..extensions import db
-from ..keyring import ExpiredKey, Keyring, RevokedKey
-from ..models import ApiKey, KeyRequestCount, KeyStatus, User, canonical_email, status_condition
+from ..keyring import REFUSALS, Keyring
+from ..models import (
+    ApiKey, KeyRequestCount, KeyStatus, User, canonical_email, live_condition, status_condition,
+)
 
 KEY_NOT_FOUND = "API key not found"
 EMAIL_TAKEN = "An API key has already been issued for this email address"
@@ -69,17 +71,17 @@ def issue_for_email(
     return add_key(user, name, expires_in_days, actor)
 
 
-def active_keys(user_id: int, now: datetime) -> list[ApiKey]:
-    """A user's active keys, oldest first."""
+def live_keys(user_id: int, now: datetime) -> list[ApiKey]:
+    """A user's keys that are neither revoked nor expired (active or suspended), oldest first."""
     return list(db.session.scalars(
-        select(ApiKey).where(ApiKey.user_id == user_id, status_condition(KeyStatus.ACTIVE, now))
+        select(ApiKey).where(ApiKey.user_id == user_id, live_condition(now))
         .order_by(ApiKey.id)
     ))
 
 
 def revoke_all(user_id: int, actor: str, now: datetime) -> int:
-    """Stage the revocation of every active key of a user, one audit row each; return how many."""
-    return sum(revoke(key, actor) for key in active_keys(user_id, now))
+    """Stage the revocation of every live key of a user, one audit row each; return how many."""
+    return sum(revoke(key, actor) for key in live_keys(user_id, now))
 
 
 def keyring() -> Keyring:
@@ -102,11 +104,11 @@ def lock_user(user_id: int) -> None:
 
 
 def count_active(user_id: int, now: datetime, excluding: int | None = None) -> int:
-    """How many of a user's keys are neither revoked nor expired."""
+    """How many of a user's keys are neither revoked nor expired (a suspended one counts: it may be resumed)."""
     query = (
         select(func.count())
         .select_from(ApiKey)
-        .where(ApiKey.user_id == user_id, status_condition(KeyStatus.ACTIVE, now))
+        .where(ApiKey.user_id == user_id, live_condition(now))
     )
     if excluding is not None:
         query = query.where(ApiKey.id != excluding)
@@ -142,8 +144,9 @@ def rotate_key(
     now = clock.now()
     lock_user(old.user_id)
     db.session.refresh(old)
-    if old.status(now) is not KeyStatus.ACTIVE:
-        raise RevokedKey() if old.revoked_at else ExpiredKey()
+    status = old.status(now)
+    if status is not KeyStatus.ACTIVE:
+        raise REFUSALS[status]()
     ensure_room_for_key(old.user_id, now, excluding=old.id)
     grace_end = now + timedelta(hours=grace_hours)
     if old.expires_at is None or grace_end < old.expires_at:
@@ -186,17 +189,16 @@ def whose(key: ApiKey) -> str:
     return f"key {key.id} of {key.user.email}"
 
 
-def revoke(key: ApiKey, actor: str, action: str = audit.REVOKE) -> bool:
-    """Stage a key's revocation and its audit row; False if it was revoked already.
+def change_once(key: ApiKey, actor: str, action: str, where: ColumnElement[bool], **values: Any) -> bool:
+    """Stage a change of a key's row where it still meets a condition, and its audit row; whether it changed.
 
-    The first revocation wins: the row is written only where it is not revoked yet, so of two
-    revocations racing (two admins, an admin and the API) one changes it and is audited, and
-    the other finds it done, even before the first commits (it waits for the row's lock).
+    The first change wins: the row is written only where the condition holds, so of two changes
+    racing (two admins, an admin and the API) one changes it and is audited, and the other finds
+    it done, even before the first commits (it waits for the row's lock). Every worker and proxy
+    hears of it as of any key change.
     """
     changed = db.session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=clock.now(), revoked_by=actor)
+        update(ApiKey).where(ApiKey.id == key.id, where).values(**values)
         .execution_options(synchronize_session=False)
     ).rowcount
     db.session.refresh(key)
@@ -204,6 +206,25 @@ def revoke(key: ApiKey, actor: str, action: str = audit.REVOKE) -> bool:
         announce_key_change(key)
         audit.record(action, actor=actor, target=key.display_prefix, detail=whose(key))
     return bool(changed)
+
+
+def revoke(key: ApiKey, actor: str, action: str = audit.REVOKE) -> bool:
+    """Stage a key's revocation and its audit row; False if it was revoked already."""
+    return change_once(key, actor, action, ApiKey.revoked_at.is_(None), revoked_at=clock.now(), revoked_by=actor)
+
+
+def suspend(key: ApiKey, actor: str) -> bool:
+    """Stage a key's suspension and its audit row; False if it is suspended already, revoked or expired."""
+    now = clock.now()
+    return change_once(key, actor, audit.KEY_SUSPENDED, and_(ApiKey.suspended_at.is_(None), live_condition(now)),
+                       suspended_at=now, suspended_by=actor)
+
+
+def resume(key: ApiKey, actor: str) -> bool:
+    """Stage the end of a key's suspension and its audit row; False if it is not suspended, or dead."""
+    return change_once(key, actor, audit.KEY_RESUMED,
+                       and_(ApiKey.suspended_at.is_not(None), live_condition(clock.now())),
+                       suspended_at=None, suspended_by=None)
 
 
 def keys_by_prefix(display_prefix: str) -> list[ApiKey]:
@@ -219,7 +240,7 @@ def key_by_secret(secret: str) -> ApiKey | None:
 
 
 def revoke_leaked(secrets: list[str], now: datetime) -> int:
-    """Revoke every active key among strings reported as leaked; return how many were revoked.
+    """Revoke every live key (active or suspended) among strings reported as leaked; return how many.
 
     Strings that are not keys, or name no key, are passed over: scanners send false positives.
     """
@@ -227,7 +248,7 @@ def revoke_leaked(secrets: list[str], now: datetime) -> int:
     if not digests:
         return 0
     found = db.session.scalars(
-        select(ApiKey).where(ApiKey.digest.in_(digests), status_condition(KeyStatus.ACTIVE, now))
+        select(ApiKey).where(ApiKey.digest.in_(digests), live_condition(now))
         .order_by(ApiKey.id)
     )
     return sum(revoke(key, audit.LEAK_REPORT, audit.REVOKE_LEAKED) for key in found)

@@ -51,13 +51,24 @@ class ExpiredKey(KeyRefused):
     outcome = "expired"
 
 
+class SuspendedKey(KeyRefused):
+    """A key an operator suspended, refused until it is resumed."""
+
+    outcome = "suspended"
+
+
+# The refusal of a key in each status but active.
+REFUSALS: dict[KeyStatus, type[KeyRefused]] = {
+    KeyStatus.REVOKED: RevokedKey, KeyStatus.EXPIRED: ExpiredKey, KeyStatus.SUSPENDED: SuspendedKey,
+}
+
 # Built once: a key check runs in front of every API call, and building a statement costs
 # more than running it.
 LOOK_UP = (
     select(
         ApiKey.id, ApiKey.user_id, ApiKey.digest, ApiKey.display_prefix, ApiKey.created_at,
         ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
-        User.name, User.email, User.org_name,
+        User.name, User.email, User.org_name, ApiKey.suspended_at,
     )
     .join(User, ApiKey.user_id == User.id)
     .where(ApiKey.digest == bindparam("digest"))
@@ -163,10 +174,8 @@ class Keyring:
                 raise InvalidKey()
             self.cache.put(known)
         status = known.status(now)
-        if status is KeyStatus.REVOKED:
-            raise RevokedKey()
-        if status is KeyStatus.EXPIRED:
-            raise ExpiredKey()
+        if status is not KeyStatus.ACTIVE:
+            raise REFUSALS[status]()
         return known
 
     def look_up(self, digest: str) -> KnownKey | None:

@@ -45,6 +45,7 @@ class KnownKey:
     user_name: str
     user_email: str
     org_name: str | None
+    suspended_at: datetime | None = None
     # What GET /auth/check-key answers for this key, rendered once by that view: a key's holder
     # and creation time never change, and the entry goes with the key when it leaves the cache.
     answer: bytes | None = None
@@ -53,7 +54,7 @@ class KnownKey:
 
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
-        return key_status(self.revoked_at, self.expires_at, at)
+        return key_status(self.revoked_at, self.expires_at, at, self.suspended_at)
 
     @property
     def holder(self) -> Holder:
