@@ -23,7 +23,7 @@ from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 # What the commands call the API's fields, in their messages.
 OPTION_NAMES = {"user_email": "--email", "name": "--name", "expires_in_days": "--expires-in-days",
-                "user_name": "--user-name", "org_name": "--org"}
+                "user_name": "--user-name", "org_name": "--org", "scopes": "--scope"}
 # The longest --revoked-older-than-days: a century, far past any key, and a date every database keeps.
 PRUNE_MAX_DAYS = 36_500
 
@@ -89,18 +89,23 @@ def stdin_text() -> str:
 @click.option("--expires-in-days", type=int, help="Lifetime, 1 to 3650 days.")
 @click.option("--user-name", help="The holder's name when the user is new (default: from --email).")
 @click.option("--org", help="The holder's organisation when the user is new.")
+@click.option("--scope", "scopes", multiple=True,
+              help="Restrict the key to a scope (calls:write); repeat for several. None: full access.")
 def create_key(
-    email: str, name: str | None, expires_in_days: int | None, user_name: str | None, org: str | None
+    email: str, name: str | None, expires_in_days: int | None, user_name: str | None, org: str | None,
+    scopes: tuple[str, ...],
 ) -> None:
     """Issue a key and print it, once."""
-    key_fields = validated(NewKeySchema(), {"name": name, "expires_in_days": expires_in_days})
+    key_fields = validated(NewKeySchema(), {"name": name, "expires_in_days": expires_in_days,
+                                            "scopes": list(scopes) or None})
     address = email_option(email)
     holder = validated(CreateKeySchema(), {
         "user_email": address, "user_name": user_name or address.split("@")[0], "org_name": org,
     })
     try:
         _, secret = services.issue_for_email(
-            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI
+            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI,
+            keys.scopes_text(key_fields.get("scopes")),
         )
         db.session.commit()
     except ApiError as error:
@@ -129,7 +134,8 @@ def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
             "id": key.id, "name": key.name, "display_prefix": key.display_prefix,
             "status": key.status(now).value, "created_at": iso(key.created_at),
             "expires_at": iso(key.expires_at), "last_used_at": iso(key.last_used_at),
-            "revoked_at": iso(key.revoked_at), "requests_30d": requests.get(key.id, 0),
+            "revoked_at": iso(key.revoked_at), "scopes": keys.scope_list(key.scopes),
+            "requests_30d": requests.get(key.id, 0),
             "email": key.user.email, "org_name": key.user.org_name,
         } for key in found], indent=2))
         return

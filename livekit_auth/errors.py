@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .blueprints import owning_blueprint
 from .envelope import error_response
 from .extensions import db
-from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, RevokedKey, SuspendedKey
+from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, MissingScope, RevokedKey, SuspendedKey
 from .rate_limits import RateLimited
 
 DATABASE_WARNED_AT = "database_warned_at"  # app.extensions: when this worker last said the database was gone
@@ -101,6 +101,11 @@ def handle_key_refused(error: KeyRefused) -> ResponseReturnValue:
     return failure(401, KEY_REFUSALS[type(error)])
 
 
+def handle_missing_scope(error: MissingScope) -> ResponseReturnValue:
+    """Answer a restricted key asked to act in a scope it does not carry with 403."""
+    return failure(403, f"API key lacks the scope {error.scope}")
+
+
 def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
     """Answer invalid input with 400, one readable message, and the per-field details."""
     sentence, messages = describe_validation_error(error)
@@ -138,6 +143,7 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(RateLimited, handle_rate_limited)
     app.register_error_handler(500, handle_internal_error)
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(MissingScope, handle_missing_scope)
     app.register_error_handler(KeyRefused, handle_key_refused)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)

@@ -5,6 +5,8 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, g, request
 
 from .blueprints import owning_blueprint
+from .errors import ApiError
+from .keys import SCOPE_PATTERN
 from .observability import LOGGED_ENDPOINT, LOGGED_KEY
 
 Target = TypeVar("Target")
@@ -45,9 +47,23 @@ def require_api_key() -> None:
     # Duplicate headers reach WSGI joined by commas, which no key contains: they are refused.
     keyring = current_app.extensions["keyring"]
     g.api_key = environ[LOGGED_KEY] = keyring.authenticate(
-        environ.get("HTTP_X_API_KEY"), request.remote_addr or "", seen_version(environ)
+        environ.get("HTTP_X_API_KEY"), request.remote_addr or "", seen_version(environ), required_scope(environ)
     )
     g.user = g.api_key.holder
+
+
+def required_scope(environ: dict[str, Any]) -> str | None:
+    """The scope a proxy asks the key to act in (X-Required-Scope), if it asks one.
+
+    A value that is no scope is refused with 400: a proxy that mistypes one must not open a
+    location to every key.
+    """
+    asked = environ.get("HTTP_X_REQUIRED_SCOPE")
+    if asked is None:
+        return None
+    if not SCOPE_PATTERN.fullmatch(asked):
+        raise ApiError(400, "X-Required-Scope must be 1 to 64 lower-case letters, digits and _.:-")
+    return asked
 
 
 def seen_version(environ: dict[str, Any]) -> int | None:

@@ -12,6 +12,7 @@ import re
 import secrets
 import string
 import zlib
+from collections.abc import Iterable
 from typing import NamedTuple
 
 KEY_PREFIX = "lvk_"
@@ -79,3 +80,23 @@ def is_well_formed(candidate: str) -> bool:
         return False
     random_part, given_checksum = match.groups()
     return hmac.compare_digest(checksum(random_part), given_checksum)
+
+
+# A scope a key may be restricted to ("calls:write"), and how many one key may carry.
+SCOPE_PATTERN = re.compile(r"[a-z0-9_.:-]{1,64}")
+MAX_SCOPES = 32
+
+
+def scopes_text(scopes: Iterable[str] | None) -> str | None:
+    """Scopes as a key stores them: distinct, sorted, space-separated; None (full access) stays None."""
+    return None if scopes is None else " ".join(sorted(set(scopes)))
+
+
+def scope_list(text: str | None) -> list[str] | None:
+    """A key's stored scopes as a list; None for a key with full access."""
+    return None if text is None else text.split()
+
+
+def allows(text: str | None, scope: str) -> bool:
+    """Whether a key with these stored scopes may act in a scope: a key without scopes may in all."""
+    return text is None or scope in text.split()

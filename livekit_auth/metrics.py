@@ -14,7 +14,7 @@ REQUESTS = Counter(
 )
 KEY_CHECKS = Counter(
     "livekit_auth_key_checks_total",
-    "x-api-key checks by outcome: valid, invalid, revoked, expired, suspended, rate_limited.",
+    "x-api-key checks by outcome: valid, invalid, revoked, expired, suspended, rate_limited, missing_scope.",
     ["outcome"],
 )
 KEY_CACHE = Counter(
@@ -29,7 +29,7 @@ LIMIT_STORE_ERRORS = Counter(
 
 KEY_CHECK_OUTCOMES = {
     outcome: KEY_CHECKS.labels(outcome)
-    for outcome in ("valid", "invalid", "revoked", "expired", "suspended", "rate_limited")
+    for outcome in ("valid", "invalid", "revoked", "expired", "suspended", "rate_limited", "missing_scope")
 }
 
 KEY_CACHE_RESULTS = {result: KEY_CACHE.labels(result) for result in ("hit", "miss")}

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from . import keys
 from .extensions import db
 
 
@@ -135,6 +136,8 @@ class ApiKey(db.Model):
     # When an operator suspended it, and who: None while it is not suspended.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     suspended_by: Mapped[str | None] = mapped_column(String(254))
+    # The scopes a restricted key may act in, space-separated (keys.scopes_text); None: full access.
+    scopes: Mapped[str | None] = mapped_column(String(keys.MAX_SCOPES * 65))
 
     user: Mapped[User] = relationship(back_populates="keys")
 

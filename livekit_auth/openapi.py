@@ -37,6 +37,7 @@ DESCRIPTIONS = {
     200: "Success",
     400: "Invalid input: malformed JSON, a wrong field, an invalid email",
     401: "Invalid, missing, revoked, expired or suspended API key",
+    403: "The API key lacks the scope asked for (X-Required-Scope), or a restricted key asked to issue a wider one",
     404: "No such key among the caller's keys",
     409: "Conflict: the email already has a user, or the user holds the most keys allowed",
     413: "The request body is over 64 KiB",
@@ -53,6 +54,7 @@ FORWARDED_HEADERS = {
     "X-Auth-Org": "The user's organisation, encoded the same way; empty for none",
     "X-Auth-Key-Id": "The key's id",
     "X-Auth-Key-Prefix": "The key's display prefix",
+    "X-Auth-Scopes": "A restricted key's scopes, space-separated; absent for a key with full access",
     "X-Auth-Max-Age": "Seconds a proxy may keep this answer (while the key's shard version stands still); "
                       "absent: it may not keep it",
 }
@@ -61,6 +63,12 @@ KEY_VERSION_HEADER = {
     "description": "The key version a proxy has seen for the key's shard: the answer comes from a state at "
                    "least that current",
     "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+}
+REQUIRED_SCOPE_HEADER = {
+    "name": "X-Required-Scope", "in": "header", "required": False,
+    "description": "A scope the key must carry (a proxy sets it per location); a restricted key without it "
+                   "is refused with 403, a key with full access has every scope. Any gated endpoint reads it.",
+    "schema": {"type": "string", "pattern": "^[a-z0-9_.:-]{1,64}$"},
 }
 FORWARDED_RESPONSE = {
     "description": "A valid key; no body",
@@ -134,7 +142,9 @@ def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
     """Every error status a documented view can answer: its own, and those that follow from the rest."""
     answered = {*declared.statuses, 414, 431, 500}  # 414 and 431: gunicorn's limits on any request
     if not getattr(view, "is_public", False):
-        answered |= {401, 429}  # the gate: a refused key, or an address throttled after failed checks
+        # The gate: a refused key, a scope the key lacks (or an X-Required-Scope that is none), an
+        # address throttled after failed checks.
+        answered |= {400, 401, 403, 429}
     if declared.body is not None:
         answered |= {400, 413, 415}
     if declared.query is not None:
@@ -175,7 +185,7 @@ def operation(endpoint: str, rule: Rule, declared: Operation) -> dict[str, Any]:
     if declared.query is not None:
         parameters.append({"in": "query", "schema": declared.query})
     if data == FORWARDED:
-        parameters.append(KEY_VERSION_HEADER)
+        parameters.extend([KEY_VERSION_HEADER, REQUIRED_SCOPE_HEADER])
     if parameters:
         result["parameters"] = parameters
     return result

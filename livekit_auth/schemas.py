@@ -10,7 +10,7 @@ from flask import current_app, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import clock
+from . import clock, keys
 from .errors import ApiError
 from .models import KeyStatus
 
@@ -176,11 +176,36 @@ class CheckedKeySchema(KeyHolderSchema):
 EXPIRES_IN_DAYS = {"minimum": 1, "maximum": 3650, "load_default": None, "allow_none": True}
 
 
+class Scopes(NamedErrors, fields.Field):
+    """A restricted key's scopes: 1 to MAX_SCOPES distinct strings such as calls:write; null for full access."""
+
+    def __init__(self, description: str | None = None, **kwargs: Any) -> None:
+        metadata = {"type": "array", "minItems": 1, "maxItems": keys.MAX_SCOPES, "uniqueItems": True,
+                    "items": {"type": "string", "pattern": f"^{keys.SCOPE_PATTERN.pattern}$"},
+                    **({"description": description} if description else {})}
+        super().__init__(metadata=metadata, allow_none=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if not (
+            isinstance(value, list) and 1 <= len(value) <= keys.MAX_SCOPES and len(set(map(str, value))) == len(value)
+            and all(isinstance(item, str) and keys.SCOPE_PATTERN.fullmatch(item) for item in value)
+        ):
+            raise ValidationError(
+                f"{{field}} must be a list of 1 to {keys.MAX_SCOPES} distinct scopes, each 1 to 64 "
+                "lower-case letters, digits and _.:-, or null for full access"
+            )
+        return value
+
+    def _serialize(self, value: str | None, attr: str | None, obj: Any, **kwargs: Any) -> list[str] | None:
+        return keys.scope_list(value)
+
+
 class NewKeySchema(RequestSchema):
-    """The body of POST /auth/keys: both fields optional."""
+    """The body of POST /auth/keys: every field optional; scopes left out are the calling key's."""
 
     name = TrimmedText(load_default=None, allow_none=True, max_length=100)
     expires_in_days = WholeNumber(**EXPIRES_IN_DAYS)
+    scopes = Scopes()
 
 
 class RotateKeySchema(RequestSchema):
@@ -250,6 +275,7 @@ class KeySchema(Schema):
     expires_at = Timestamp(allow_none=True)
     last_used_at = Timestamp(allow_none=True)
     revoked_at = Timestamp(allow_none=True)
+    scopes = Scopes("The scopes a restricted key may act in; null: full access")
 
 
 class ListedKeySchema(KeySchema):
@@ -266,11 +292,12 @@ class IssuedKeySchema(CreatedKeySchema):
     class Meta:
         """The key first, then the holder, then the key's own details."""
 
-        fields = ("api_key", "user_name", "org_name", "user_email", "id", "name", "expires_at")
+        fields = ("api_key", "user_name", "org_name", "user_email", "id", "name", "expires_at", "scopes")
 
     id = fields.Integer()
     name = fields.String(allow_none=True)
     expires_at = Timestamp(allow_none=True)
+    scopes = Scopes()
 
 
 class RotatedKeySchema(IssuedKeySchema):

@@ -333,7 +333,7 @@ def nginx_config(directory: Path, replacements: dict[str, str], locations: str =
     for written, replacement in {**replacements, "    location / {": locations + "    location / {"}.items():
         assert written in site, f"{written} is no longer in {NGINX_CONFIG}"
         site = site.replace(written, replacement)
-    site = site.replace("/etc/nginx/lua/", f"{NGINX_DEPLOY}/")
+    site = site.replace("/etc/nginx/lua/", f"{NGINX_DEPLOY}/").replace("/etc/nginx/snippets/", f"{NGINX_DEPLOY}/")
     (directory / "livekit-auth.conf").write_text(site)
     temporary = "\n".join(
         f"    {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

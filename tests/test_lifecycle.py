@@ -52,8 +52,9 @@ def test_the_keys_of_the_caller_are_listed_without_secrets(api) -> None:
     assert [k["id"] for k in keys_listed] == [second["id"], keys_listed[1]["id"]]
     assert set(keys_listed[0]) == {
         "id", "name", "display_prefix", "status", "created_at",
-        "expires_at", "last_used_at", "revoked_at", "requests_30d",
+        "expires_at", "last_used_at", "revoked_at", "scopes", "requests_30d",
     }
+    assert keys_listed[0]["scopes"] is None  # full access, as every key without scopes
     assert keys_listed[0]["name"] == "ci"
     assert all(k["status"] == "active" for k in keys_listed)
     text = str(keys_listed)
@@ -74,7 +75,7 @@ def test_a_new_key_is_returned_once_with_its_details(api, frozen_clock) -> None:
     assert response.json["message"] == "API key created successfully, Store it securely"
     data = response.json["data"]
     assert list(data) == [
-        "api_key", "user_name", "org_name", "user_email", "id", "name", "expires_at",
+        "api_key", "user_name", "org_name", "user_email", "id", "name", "expires_at", "scopes",
     ]
     assert (data["user_name"], data["org_name"], data["user_email"]) == ("John", "Acme", "john@example.com")
     assert data["name"] == "ci"

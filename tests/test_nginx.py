@@ -454,9 +454,43 @@ def test_a_suspended_key_is_refused_through_nginx_within_a_second_and_opens_agai
     while protected(deployment, key, client).status_code == 200:
         assert time.monotonic() - changed_at < 1.0, "nginx still lets the suspended key through"
     for n in range(4):
-        envelope_error(protected(deployment, key, f"127.0.4.{n}"), 401, "API key is suspended")
+        envelope_error(protected(deployment, key, f"127.0.6.{n}"), 401, "API key is suspended")
     assert flask_command(database_url, "keys", "resume", key[:12]).returncode == 0
     changed_at = time.monotonic()
     while protected(deployment, key, client).status_code != 200:  # a valid key opens from a throttled address
         assert time.monotonic() - changed_at < 1.0, "nginx still refuses the resumed key"
     assert [protected(deployment, key, client).status_code for _ in range(4)] == [200] * 4
+
+
+def test_a_location_that_requires_a_scope_opens_only_to_keys_that_carry_it(deployment) -> None:
+    full = new_key(deployment, "scopes")
+
+    def restricted(*scopes: str) -> str:
+        answer = deployment.call("POST", "/auth/keys", full, client="127.0.0.42", body={"scopes": list(scopes)})
+        assert answer.status_code == 200, answer.content
+        return answer.json()["data"]["api_key"]
+
+    # Each key from an address of its own, so that the servers' logs tell their checks apart.
+    calls, assistants = restricted("calls:write"), restricted("assistants:read")
+    clients = {full: "127.0.0.43", calls: "127.0.0.44", assistants: "127.0.0.45"}
+    for _ in range(3):
+        for key in (full, calls, assistants):
+            assert deployment.call("GET", "/agents/rooms", key, client=clients[key]).status_code == 200
+        for key in (full, calls):
+            assert deployment.call("GET", "/agents/calls/start", key, client=clients[key]).status_code == 200
+        refused = deployment.call("GET", "/agents/calls/start", assistants, client=clients[assistants])
+        envelope_error(refused, 403, "API key lacks the scope calls:write")
+        assert refused.headers["Cache-Control"] == "no-store"
+
+    def verified(key: str) -> int:
+        return sum(len(deployment.served(server, "/auth/verify", clients[key])) for server in deployment.servers)
+
+    # nginx kept each accepting answer under its key and its scope, once asked; the answer it
+    # keeps for /agents/rooms was never used for /agents/calls/, and a refusal was never kept.
+    assert (verified(full), verified(calls), verified(assistants)) == (2, 2, 1 + 3)
+    seen = {name.lower(): value for name, value in
+            deployment.call("GET", "/agents/calls/start", calls, client=clients[calls]).json().items()}
+    assert seen["x-auth-scopes"] == "calls:write" and "x-required-scope" not in seen
+    seen = {name.lower(): value for name, value in
+            deployment.call("GET", "/agents/rooms", full, client=clients[full]).json().items()}
+    assert seen.get("x-auth-scopes", "") == ""  # full access: no scopes to pass on

@@ -46,11 +46,11 @@ def test_each_operation_states_every_status_its_route_can_answer(client) -> None
         assert {"414", "431"} <= responses  # gunicorn's limits, before any route
         return responses - {"414", "431"}
 
-    # The gate's refusal and throttle on every route behind it; a body's 400, 413 and 415.
-    assert answered("/auth/check-key", "get") == {"200", "401", "429", "500", "503"}
-    assert answered("/auth/verify", "get") == {"204", "401", "429", "500", "503"}
-    assert answered("/auth/keys", "post") == {"200", "400", "401", "409", "413", "415", "429", "500", "503"}
-    assert answered("/auth/keys/{key_id}", "delete") == {"200", "401", "404", "429", "500", "503"}
+    # The gate's refusal, scope check and throttle on every route behind it; a body's 400, 413 and 415.
+    assert answered("/auth/check-key", "get") == {"200", "400", "401", "403", "429", "500", "503"}
+    assert answered("/auth/verify", "get") == {"204", "400", "401", "403", "429", "500", "503"}
+    assert answered("/auth/keys", "post") == {"200", "400", "401", "403", "409", "413", "415", "429", "500", "503"}
+    assert answered("/auth/keys/{key_id}", "delete") == {"200", "400", "401", "403", "404", "429", "500", "503"}
     # A public route's 429 comes from its own limit; a probe without the database has no 503.
     assert answered("/auth/create-key", "post") == {"200", "400", "409", "413", "415", "429", "500", "503"}
     assert answered("/health", "get") == {"200", "500"}

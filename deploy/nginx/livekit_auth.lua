@@ -4,7 +4,8 @@
 -- authenticate() in the access phase.
 --
 -- The service's 204 answers are kept in the shared dictionary livekit_auth_answers, under the
--- key's SHA-256 digest (never the key) for as long as the answer's X-Auth-Max-Age allows, and
+-- key's SHA-256 digest (never the key) and the scope the location requires (an answer for one
+-- scope is never used for another), for as long as the answer's X-Auth-Max-Age allows, and
 -- each is tagged with the version of the key's shard it was given under. Every worker reads
 -- the shards' versions (/auth/key-versions) again once they are X-Auth-Max-Age old (the
 -- service's KEY_CACHE_POLL_SECONDS), and uses a kept answer only while its shard's version has
@@ -20,10 +21,12 @@ ffi.cdef([[unsigned char *SHA256(const unsigned char *data, size_t length, unsig
 local M = {}
 
 -- What the service tells the protected upstream, and the variables livekit-auth.conf passes it in.
-local FORWARDED = { "X-Auth-User-Id", "X-Auth-User-Email", "X-Auth-Org", "X-Auth-Key-Id", "X-Auth-Key-Prefix" }
+local FORWARDED = {
+    "X-Auth-User-Id", "X-Auth-User-Email", "X-Auth-Org", "X-Auth-Key-Id", "X-Auth-Key-Prefix", "X-Auth-Scopes",
+}
 local VARIABLES = {
     "livekit_auth_user_id", "livekit_auth_user_email", "livekit_auth_org", "livekit_auth_key_id",
-    "livekit_auth_key_prefix",
+    "livekit_auth_key_prefix", "livekit_auth_scopes",
 }
 local SHARDS = 256
 local LINE = 17 -- a shard's version: 16 hexadecimal digits and a newline
@@ -100,22 +103,26 @@ end
 
 function M.authenticate()
     local presented = ngx.req.get_headers()["x-api-key"]
-    local wanted, version
+    local scope = ngx.var.livekit_auth_required_scope or ""
+    local wanted, kept_as, version
     -- Twice the header is a table: it goes to the service, which refuses it, and is never kept.
     if type(presented) == "string" then
         wanted = digest(presented)
+        kept_as = wanted .. " " .. scope
         local all = shard_versions()
         if all ~= nil then
             local at = tonumber(string.sub(wanted, 1, 2), 16) * LINE
             version = string.sub(all, at + 1, at + VERSION_DIGITS)
-            local kept = answers:get(wanted)
+            local kept = answers:get(kept_as)
             if kept ~= nil and string.sub(kept, 1, VERSION_DIGITS) == version then
                 return forward(kept_values(kept))
             end
         end
     end
     local seen = version and string.format("%d", tonumber(version, 16)) or ""
-    local answer = ngx.location.capture("/_livekit_auth/verify", { vars = { livekit_auth_key_version = seen } })
+    local answer = ngx.location.capture("/_livekit_auth/verify", {
+        vars = { livekit_auth_key_version = seen, livekit_auth_required_scope = scope },
+    })
     if answer.status ~= 204 then
         return refuse(answer)
     end
@@ -126,7 +133,7 @@ function M.authenticate()
     local keep = tonumber(answer.header["X-Auth-Max-Age"])
     if version ~= nil and keep ~= nil and keep > 0 then
         -- Full, the dictionary makes room by dropping the answers used least recently.
-        answers:set(wanted, version .. "\n" .. table.concat(values, "\n"), keep)
+        answers:set(kept_as, version .. "\n" .. table.concat(values, "\n"), keep)
     end
     return forward(values)
 end

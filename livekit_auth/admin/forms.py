@@ -36,3 +36,5 @@ class IssueKeyForm(FlaskForm):
     expires_in_days = IntegerField(
         "Expires in (days; empty: never)", validators=[Optional(), NumberRange(1, 3650)]
     )
+    scopes = StringField("Scopes (space-separated, such as calls:write; empty: full access)",
+                         validators=[Length(max=2080)], filters=[blank_as_none])

@@ -29,7 +29,7 @@ from ..auth import services
 from ..errors import ApiError, describe_validation_error
 from ..extensions import csrf, db
 from ..gate import public
-from ..keys import KEY_PATTERN
+from ..keys import KEY_PATTERN, scopes_text
 from ..models import ApiKey, User, canonical_email
 from ..rate_limits import limit_per_address
 from ..schemas import CreateKeySchema, NewKeySchema
@@ -374,10 +374,12 @@ def issue() -> ResponseReturnValue:
             "user_email": email, "user_name": form.user_name.data or email.split("@")[0],
             "org_name": form.org_name.data or None,
         })
+        asked_scopes = form.scopes.data.split() if form.scopes.data else None
         key_fields = NewKeySchema().load({"name": form.key_name.data or None,
-                                          "expires_in_days": form.expires_in_days.data})
+                                          "expires_in_days": form.expires_in_days.data, "scopes": asked_scopes})
         key, secret = services.issue_for_email(
-            holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email
+            holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email,
+            scopes_text(key_fields["scopes"]),
         )
         db.session.flush()
         issued_id = key.id

@@ -69,7 +69,7 @@ def issued_answer(message: str, schema: Schema, key: ApiKey, secret: str, **more
     db.session.flush()
     data = schema.dump({
         "api_key": secret, **holder(key.user), "id": key.id, "name": key.name, "expires_at": key.expires_at,
-        **more,
+        "scopes": key.scopes, **more,
     })
     db.session.commit()
     return success_response(message, data)
@@ -129,6 +129,7 @@ def verify() -> ResponseReturnValue:
             ("X-Auth-Org", header_value(known.org_name or "")),
             ("X-Auth-Key-Id", str(known.id)),
             ("X-Auth-Key-Prefix", known.display_prefix),
+            *([("X-Auth-Scopes", known.scopes)] if known.scopes is not None else []),
         ]
     keep = float(current_app.config["PROXY_CACHE_SECONDS"])
     if known.expires_at is not None:
@@ -185,13 +186,15 @@ def list_keys() -> ResponseReturnValue:
 
 
 @bp.post("/keys")
-@documented(body=NewKeySchema, optional_body=True, data=IssuedKeySchema, statuses=(409,))
+@documented(body=NewKeySchema, optional_body=True, data=IssuedKeySchema, statuses=(403, 409))
 @limit_per_user("RATELIMIT_KEY_ISSUE", KEY_ISSUE_SCOPE)
 def add_key() -> ResponseReturnValue:
     """Issue another key to the caller's user."""
     fields = request_body()
+    calling = g.api_key.scopes
+    scopes = services.scopes_for_new_key(calling, fields["scopes"]) if "scopes" in fields else calling
     user = db.session.get(User, g.user.id)
-    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key())
+    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key(), scopes)
     return issued_answer(KEY_CREATED, IssuedKeySchema(), key, secret)
 
 

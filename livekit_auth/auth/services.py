@@ -26,9 +26,13 @@ Row = TypeVar("Row", ApiKey, User)
 
 
 def issue_key(
-    user: User, now: datetime, actor: str, name: str | None = None, expires_at: datetime | None = None
+    user: User, now: datetime, actor: str, name: str | None = None, expires_at: datetime | None = None,
+    scopes: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Stage a new key for a user, and its audit row; return it and the secret, never stored."""
+    """Stage a new key for a user (restricted to scopes, as stored, or with full access), and its audit row.
+
+    Return it and the secret, never stored.
+    """
     issued = keys.generate()
     # Set from the key's side: appending to user.keys would load every key the user ever held.
     key = ApiKey(
@@ -38,9 +42,11 @@ def issue_key(
         name=name,
         created_at=now,
         expires_at=expires_at,
+        scopes=scopes,
     )
     db.session.add(key)
-    audit.record(audit.KEY_CREATED, actor=actor, target=key.display_prefix, detail=f"for {user.email}")
+    restricted = f"; scopes {scopes}" if scopes is not None else ""
+    audit.record(audit.KEY_CREATED, actor=actor, target=key.display_prefix, detail=f"for {user.email}{restricted}")
     return key, issued.secret
 
 
@@ -57,7 +63,8 @@ def user_by_email(email: str) -> User | None:
 
 
 def issue_for_email(
-    email: str, holder: dict[str, Any], name: str | None, expires_in_days: int | None, actor: str
+    email: str, holder: dict[str, Any], name: str | None, expires_in_days: int | None, actor: str,
+    scopes: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Stage a key for the user with an email, registering them from holder first if need be.
 
@@ -68,7 +75,7 @@ def issue_for_email(
     if user is None:
         user = register_user(holder["user_name"], email, holder["org_name"])
         db.session.flush()
-    return add_key(user, name, expires_in_days, actor)
+    return add_key(user, name, expires_in_days, actor, scopes)
 
 
 def live_keys(user_id: int, now: datetime) -> list[ApiKey]:
@@ -128,13 +135,29 @@ def expiry(now: datetime, days: int | None) -> datetime | None:
 
 
 def add_key(
-    user: User, name: str | None, expires_in_days: int | None, actor: str
+    user: User, name: str | None, expires_in_days: int | None, actor: str, scopes: str | None = None
 ) -> tuple[ApiKey, str]:
     """Stage another key for a user, within the cap on active keys."""
     now = clock.now()
     lock_user(user.id)
     ensure_room_for_key(user.id, now)
-    return issue_key(user, now, actor, name, expiry(now, expires_in_days))
+    return issue_key(user, now, actor, name, expiry(now, expires_in_days), scopes)
+
+
+def scopes_for_new_key(calling: str | None, asked: list[str] | None) -> str | None:
+    """The scopes (as stored) of a key a key asks to issue: never wider than the calling key's own.
+
+    A key with full access may issue any; a restricted one only keys within its scopes, and
+    never one with full access (asked None).
+    """
+    if calling is None:
+        return keys.scopes_text(asked)
+    if asked is None:
+        raise ApiError(403, "A restricted API key cannot issue a key with full access")
+    for scope in sorted(set(asked)):
+        if not keys.allows(calling, scope):
+            raise ApiError(403, f"API key lacks the scope {scope}")
+    return keys.scopes_text(asked)
 
 
 def rotate_key(
@@ -153,7 +176,7 @@ def rotate_key(
         old.expires_at = grace_end
         announce_key_change(old)
     old.rotated_at = now
-    new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days))
+    new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days), old.scopes)
     audit.record(audit.KEY_ROTATED, actor=actor, target=old.display_prefix,
                  detail=f"replaced by {new.display_prefix}; expires {old.expires_at.isoformat()}")
     return new, secret

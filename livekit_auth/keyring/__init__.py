@@ -57,6 +57,14 @@ class SuspendedKey(KeyRefused):
     outcome = "suspended"
 
 
+class MissingScope(Exception):
+    """A valid restricted key asked to act in a scope it does not carry: 403, not a failed check."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
+
+
 # The refusal of a key in each status but active.
 REFUSALS: dict[KeyStatus, type[KeyRefused]] = {
     KeyStatus.REVOKED: RevokedKey, KeyStatus.EXPIRED: ExpiredKey, KeyStatus.SUSPENDED: SuspendedKey,
@@ -68,7 +76,7 @@ LOOK_UP = (
     select(
         ApiKey.id, ApiKey.user_id, ApiKey.digest, ApiKey.display_prefix, ApiKey.created_at,
         ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
-        User.name, User.email, User.org_name, ApiKey.suspended_at,
+        User.name, User.email, User.org_name, ApiKey.suspended_at, ApiKey.scopes,
     )
     .join(User, ApiKey.user_id == User.id)
     .where(ApiKey.digest == bindparam("digest"))
@@ -106,8 +114,13 @@ class Keyring:
         self.usage = usage
         self.rate_limits = rate_limits
 
-    def authenticate(self, presented: str | None, address: str, seen_version: int | None = None) -> KnownKey:
-        """The active key a presented secret names, or a refusal.
+    def authenticate(
+        self, presented: str | None, address: str, seen_version: int | None = None, scope: str | None = None
+    ) -> KnownKey:
+        """The active key a presented secret names, allowed in a scope when one is asked; or a refusal.
+
+        A restricted key asked for a scope it lacks is refused with MissingScope: no failed
+        check of the address, since the key is valid, and no use of the key.
 
         A proxy that keeps answers says which version of the keys it has seen (seen_version):
         the answer then comes from a cache at least that current, so that the proxy never
@@ -131,6 +144,9 @@ class Keyring:
                 known = self.verify(presented, wanted, known, now)
             except KeyRefused as refusal:
                 self.refuse(refusal, self.rate_limits.address(address))
+        if scope is not None and not keys.allows(known.scopes, scope):
+            count_key_check("missing_scope")
+            raise MissingScope(scope)
         self.usage.note(known, now)
         count_key_check("valid")
         return known

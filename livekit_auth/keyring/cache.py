@@ -46,6 +46,7 @@ class KnownKey:
     user_email: str
     org_name: str | None
     suspended_at: datetime | None = None
+    scopes: str | None = None  # as stored (keys.scopes_text); None: full access
     # What GET /auth/check-key answers for this key, rendered once by that view: a key's holder
     # and creation time never change, and the entry goes with the key when it leaves the cache.
     answer: bytes | None = None
