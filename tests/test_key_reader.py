@@ -75,9 +75,12 @@ def test_a_look_up_reads_what_the_orm_reads(app, api) -> None:
         key, user = db.session.execute(select(ApiKey, User).join(User)).one()
         key.expires_at = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
         key.last_used_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        key.suspended_at = datetime(2026, 1, 3, 4, 5, 6, tzinfo=timezone.utc)
+        key.scopes = "assistants:read calls:write"
         db.session.commit()
         expected = (key.id, user.id, key.digest, key.display_prefix, key.created_at, key.expires_at,
-                    key.revoked_at, key.last_used_at, user.name, user.email, user.org_name)
+                    key.revoked_at, key.last_used_at, user.name, user.email, user.org_name, key.suspended_at,
+                    key.scopes)
     assert app.extensions["keyring"].reader.first(LOOK_UP, {"digest": key.digest}) == expected
-    assert all(expected[position].tzinfo is not None for position in (4, 5, 7))  # as UTCDateTime reads them
+    assert all(expected[position].tzinfo is not None for position in (4, 5, 7, 11))  # as UTCDateTime reads them
     assert app.extensions["keyring"].reader.first(LOOK_UP, {"digest": "0" * 64}) is None
