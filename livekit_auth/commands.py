@@ -104,8 +104,7 @@ def create_key(
     })
     try:
         _, secret = services.issue_for_email(
-            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI,
-            keys.scopes_text(key_fields.get("scopes")),
+            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI, key_fields.get("scopes")
         )
         db.session.commit()
     except ApiError as error:

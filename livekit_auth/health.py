@@ -65,6 +65,5 @@ def metrics() -> ResponseReturnValue:
         return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
     limits = current_app.extensions["rate_limits"]
     address = limits.address(request.remote_addr or "")
-    limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
-    limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
+    limits.count_failure(FAILED_AUTH, FAILED_AUTH_SCOPE, address)
     raise ApiError(401, "Invalid metrics token")

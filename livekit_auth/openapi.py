@@ -12,7 +12,7 @@ from marshmallow import Schema
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
-from . import schemas
+from . import keys, schemas
 from .apidoc import DOCUMENT, FORWARDED, KEY_VERSIONS, Operation, documented, operation_of
 from .errors import ApiError
 from .gate import public
@@ -68,7 +68,7 @@ REQUIRED_SCOPE_HEADER = {
     "name": "X-Required-Scope", "in": "header", "required": False,
     "description": "A scope the key must carry (a proxy sets it per location); a restricted key without it "
                    "is refused with 403, a key with full access has every scope. Any gated endpoint reads it.",
-    "schema": {"type": "string", "pattern": "^[a-z0-9_.:-]{1,64}$"},
+    "schema": {"type": "string", "pattern": f"^{keys.SCOPE_PATTERN.pattern}$"},
 }
 FORWARDED_RESPONSE = {
     "description": "A valid key; no body",

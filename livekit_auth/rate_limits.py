@@ -45,6 +45,7 @@ LIMIT_FILE_VARIABLE = "LIVEKIT_AUTH_LIMIT_FILE"
 MEMORY_BUCKETS = 8192
 SLOTS = 16
 WINDOW = struct.Struct("=Qqd")  # the store key's hash, the count, when the window ends
+BUCKET_BYTES = SLOTS * WINDOW.size
 LIMIT_SETTINGS = (
     "RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN", "RATELIMIT_KEY_ISSUE",
     "RATELIMIT_LEAK_REPORT",
@@ -138,7 +139,7 @@ class ServerMemoryStorage(Storage):
     def __init__(self, path: str | None = None, buckets: int = MEMORY_BUCKETS) -> None:
         super().__init__(wrap_exceptions=True)
         self.buckets = buckets
-        size = buckets * SLOTS * WINDOW.size
+        size = buckets * BUCKET_BYTES
         # Held until close(): closing any descriptor of the file drops this process's record locks on it.
         if path:
             self.descriptor = os.open(path, os.O_RDWR)
@@ -160,25 +161,25 @@ class ServerMemoryStorage(Storage):
     def bucket(self, key: str) -> tuple[int, int]:
         """The hash under which a store key is kept (never 0, an empty slot), and its bucket's offset."""
         hashed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
-        return hashed, (hashed % self.buckets) * SLOTS * WINDOW.size
+        return hashed, (hashed % self.buckets) * BUCKET_BYTES
 
     @contextmanager
     def locked(self, offset: int) -> Iterator[list[tuple[int, int, float]]]:
         """A bucket's windows (hash, count, when its window ends), held against every other process."""
-        length = SLOTS * WINDOW.size
         with self.lock:
-            fcntl.lockf(self.descriptor, fcntl.LOCK_EX, length, offset)
+            fcntl.lockf(self.descriptor, fcntl.LOCK_EX, BUCKET_BYTES, offset)
             try:
-                yield list(WINDOW.iter_unpack(self.memory[offset:offset + length]))
+                yield list(WINDOW.iter_unpack(self.memory[offset:offset + BUCKET_BYTES]))
             finally:
-                fcntl.lockf(self.descriptor, fcntl.LOCK_UN, length, offset)
+                fcntl.lockf(self.descriptor, fcntl.LOCK_UN, BUCKET_BYTES, offset)
 
     def window(self, key: str) -> tuple[int, float]:
         """A key's count and when its window ends; (0, 0.0) when none is running."""
         hashed, offset = self.bucket(key)
+        now = time.time()
         with self.locked(offset) as windows:
             for slot_hash, count, window_ends in windows:
-                if slot_hash == hashed and window_ends > time.time():
+                if slot_hash == hashed and window_ends > now:
                     return count, window_ends
         return 0, 0.0
 
@@ -211,12 +212,10 @@ class ServerMemoryStorage(Storage):
     def reset(self) -> int:
         """Forget every count; how many windows were running."""
         now, running = time.time(), 0
-        for bucket in range(self.buckets):
-            with self.locked(bucket * SLOTS * WINDOW.size) as windows:
+        for offset in range(0, self.buckets * BUCKET_BYTES, BUCKET_BYTES):
+            with self.locked(offset) as windows:
                 running += sum(1 for slot_hash, _, window_ends in windows if slot_hash and window_ends > now)
-                self.memory[bucket * SLOTS * WINDOW.size:(bucket + 1) * SLOTS * WINDOW.size] = bytes(
-                    SLOTS * WINDOW.size
-                )
+                self.memory[offset:offset + BUCKET_BYTES] = bytes(BUCKET_BYTES)
         return running
 
     def clear(self, key: str) -> None:
@@ -297,6 +296,15 @@ class RateLimits:
             return True
         key = store_key(limit, self.prefix, scope)
         return self.ask(lambda: self.store.incr(key, limit.get_expiry()) <= limit.amount, True)
+
+    def count_failure(self, setting: str, *scope: str) -> None:
+        """Count one failure under a limit; raise RateLimited, counting nothing, when the scope is past it already.
+
+        So failures go on being refused, not counted, once the limit is reached (failed key checks,
+        wrong metrics tokens).
+        """
+        self.check(setting, *scope)
+        self.count(setting, *scope)
 
     def refusal(self, limit: RateLimitItem, scope: tuple[str, ...]) -> RateLimited:
         """The refusal of a scope out of room, with the seconds until its window ends."""

@@ -187,8 +187,9 @@ class Scopes(NamedErrors, fields.Field):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if not (
-            isinstance(value, list) and 1 <= len(value) <= keys.MAX_SCOPES and len(set(map(str, value))) == len(value)
+            isinstance(value, list) and 1 <= len(value) <= keys.MAX_SCOPES
             and all(isinstance(item, str) and keys.SCOPE_PATTERN.fullmatch(item) for item in value)
+            and len(set(value)) == len(value)
         ):
             raise ValidationError(
                 f"{{field}} must be a list of 1 to {keys.MAX_SCOPES} distinct scopes, each 1 to 64 "

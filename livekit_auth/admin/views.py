@@ -29,7 +29,7 @@ from ..auth import services
 from ..errors import ApiError, describe_validation_error
 from ..extensions import csrf, db
 from ..gate import public
-from ..keys import KEY_PATTERN, scopes_text
+from ..keys import KEY_PATTERN
 from ..models import ApiKey, User, canonical_email
 from ..rate_limits import limit_per_address
 from ..schemas import CreateKeySchema, NewKeySchema
@@ -379,7 +379,7 @@ def issue() -> ResponseReturnValue:
                                           "expires_in_days": form.expires_in_days.data, "scopes": asked_scopes})
         key, secret = services.issue_for_email(
             holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email,
-            scopes_text(key_fields["scopes"]),
+            key_fields["scopes"],
         )
         db.session.flush()
         issued_id = key.id

@@ -64,9 +64,11 @@ def user_by_email(email: str) -> User | None:
 
 def issue_for_email(
     email: str, holder: dict[str, Any], name: str | None, expires_in_days: int | None, actor: str,
-    scopes: str | None = None,
+    scopes: list[str] | None = None,
 ) -> tuple[ApiKey, str]:
     """Stage a key for the user with an email, registering them from holder first if need be.
+
+    An operator's key (the admin, the CLI): restricted to any scopes, or with full access (None).
 
     holder has the user_name and org_name a new user gets. Committing fails with
     IntegrityError if another request registered the email meanwhile.
@@ -75,7 +77,7 @@ def issue_for_email(
     if user is None:
         user = register_user(holder["user_name"], email, holder["org_name"])
         db.session.flush()
-    return add_key(user, name, expires_in_days, actor, scopes)
+    return add_key(user, name, expires_in_days, actor, keys.scopes_text(scopes))
 
 
 def live_keys(user_id: int, now: datetime) -> list[ApiKey]:

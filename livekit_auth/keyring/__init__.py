@@ -165,11 +165,10 @@ class Keyring:
     def refuse(self, refusal: KeyRefused, counted: str) -> NoReturn:
         """Answer a failed check from an address (as limits count it): counted, or 429 past the limit."""
         try:
-            self.rate_limits.check(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
+            self.rate_limits.count_failure(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
         except RateLimited:
             count_key_check("rate_limited")
             raise
-        self.rate_limits.count(FAILED_AUTH, FAILED_AUTH_SCOPE, counted)
         count_key_check(refusal.outcome)
         raise refusal
 
