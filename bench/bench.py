@@ -38,7 +38,7 @@ from livekit_auth import keys  # noqa: E402
 from livekit_auth.config import database_url  # noqa: E402
 from livekit_auth.models import ApiKey, User  # noqa: E402
 from tests.support import LiveServer, live_server  # noqa: E402
-from bench.proxy import print_rows as print_proxy_rows, run_proxy  # noqa: E402
+from bench.proxy import print_rows as print_proxy_rows, require_counted, run_proxy  # noqa: E402
 from bench.reach import revocation_reach  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
@@ -64,10 +64,16 @@ SCRIPTS = {
 # check_hot_churn is check_hot while a second client revokes REVOCATIONS_PER_SECOND other keys:
 # each revocation must evict only its own key from the workers' caches.
 # verify_one is check_one against /auth/verify, the forward-authentication answer.
+# check_limited is check_one with a key that carries a rate limit (LIMITED_KEY_RATE, never reached),
+# counted in the server's shared memory; check_limited_redis the same with the limits in Redis.
 # floor_logged is the floor with our request log and an empty before_request hook (bench/floor_logged_app.py).
-ENDPOINTS = ["floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_hot",
-             "check_hot_churn", "check_cold", "check_unknown", "check_malformed", "create_key"]
-KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot", "verify_one": "check_one"}
+ENDPOINTS = ["floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_limited",
+             "check_limited_redis", "check_hot", "check_hot_churn", "check_cold", "check_unknown", "check_malformed",
+             "create_key"]
+KEY_FILES = {"check_one_redis": "check_one", "check_hot_churn": "check_hot", "verify_one": "check_one",
+             "check_limited_redis": "check_limited"}
+# The limited key's limit: counted at every check, and far past what a run sends.
+LIMITED_KEY_RATE = "100000000 per minute"
 REVOCATIONS_PER_SECOND = 10
 # The production defaults, as make run serves them. Only the two limits that one load generator
 # on one address would trip at once are raised, never switched off.
@@ -107,6 +113,8 @@ def seed(url: str, count: int) -> float:
                  "display_prefix": keys.display_prefix(secret), "created_at": created}
                 for n, secret in zip(numbers, secrets)
             ])
+        connection.execute(api_keys.update().where(api_keys.c.id == limited_key(count) + 1)
+                           .values(rate_limit=LIMITED_KEY_RATE))
         if connection.dialect.name == "postgresql":
             for table in ("users", "api_keys"):
                 connection.execute(sa.text(
@@ -122,13 +130,19 @@ def seed(url: str, count: int) -> float:
 
 
 def spare_keys(count: int) -> range:
-    """The seeded keys no workload sends, the last ones: the churn workload revokes them."""
-    return range(count - min(2_000, count // 10), count)
+    """The seeded keys no workload sends, the last ones but the limited key: the churn workload revokes them."""
+    return range(count - min(2_000, count // 10), limited_key(count))
+
+
+def limited_key(count: int) -> int:
+    """The seeded key with a rate limit: the last, which only the limited rows send."""
+    return count - 1
 
 
 def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
     """The keys each check workload sends, one per line, drawn once before the runs."""
     generator = np.random.default_rng(7)
+    limited = bench_secret(limited_key(count))
     count = spare_keys(count).start
     ranks = np.arange(1, count + 1)
     weights = 1.0 / ranks**ZIPF_S
@@ -141,6 +155,7 @@ def write_key_files(workdir: Path, count: int) -> dict[str, Path]:
     malformed = [secret[:-1] + ("A" if secret[-1] != "A" else "B") for secret in unknown]
     files = {
         "check_one": [bench_secret(0)] * 1000,
+        "check_limited": [limited] * 1000,
         "check_hot": [bench_secret(int(n)) for n in hot],
         "proxy_hot": [bench_secret(int(n)) for n in proxy_hot],
         "check_cold": [bench_secret(int(n)) for n in cold],
@@ -374,8 +389,11 @@ def framework_rows(result: Backend, url: str, workdir: Path, seconds: int, round
     with serve(url, workdir) as server, serve(url, workdir, gunicorn + ["bench.floor_app:app"]) as floor, \
             serve(url, workdir, gunicorn + ["bench.floor_logged_app:app"]) as floor_logged, \
             serve(url, workdir, **redis_limits) as redis_server:
-        servers = {"floor": floor, "floor_logged": floor_logged, "check_one_redis": redis_server}
+        servers = {"floor": floor, "floor_logged": floor_logged, "check_one_redis": redis_server,
+                   "check_limited_redis": redis_server}
         wrk(server, "check_cold", 1, key_files)  # warm-up: about a thousand checks
+        for limiting in (server, redis_server):
+            require_counted(requests.Session(), f"{limiting.url}/auth/check-key", key_files["check_limited"])
         result.rss["after_warmup_mb"] = worker_rss_mb(server)
         result.rss["after_warmup_own_mb"] = worker_rss_mb(server, "RssAnon")
         checks = 0

@@ -24,6 +24,7 @@ ROWS = {
     "proxy_unprotected": ("/unprotected/health", "check_one"),
     "proxy_one": ("/agents/health", "check_one"),
     "proxy_hot": ("/agents/health", "proxy_hot"),
+    "proxy_limited": ("/agents/health", "check_limited"),  # never kept by nginx: every call is counted
     "proxy_unknown": ("/agents/health", "check_unknown"),
 }
 UNPROTECTED = """    location /unprotected/ {
@@ -64,6 +65,7 @@ def run_proxy(
             hot_keys = workdir / "proxy_hot_each_once.txt"
             hot_keys.write_text("\n".join(dict.fromkeys(key_files["proxy_hot"].read_text().split())) + "\n")
             measure(f"{origin}/agents/health", hot_keys, warm_up, path_pids)
+            require_counted(tls_session(nginx.certificate), f"{origin}/agents/health", key_files["check_limited"])
             runs: dict[str, list[dict[str, Any]]] = {}
             for round_number in range(rounds):
                 for row, (path, keys_file) in ROWS.items():
@@ -71,12 +73,26 @@ def run_proxy(
                     report = measure(origin + path, key_files[keys_file], seconds, path_pids)
                     runs.setdefault(row, []).append(report)
                     print(f"[proxy] round {round_number + 1} {row:18} {report['rps']:8.0f} rps", flush=True)
-            with requests.Session() as session:
-                session.trust_env = False  # REQUESTS_CA_BUNDLE would overrule nginx's certificate
-                session.verify = str(nginx.certificate)
+            with tls_session(nginx.certificate) as session:
                 # Four checks first: nginx keeps the answer after the first.
                 reach = revocation_reach(session, f"{origin}/agents/health", first.url, spare, secret, 4)
     return {"runs": runs, "summary": summary(runs), "reach_seconds": reach}
+
+
+def require_counted(session: requests.Session, url: str, keys_file: Path) -> None:
+    """Fail unless the limited rows' key is counted against its limit where it is sent."""
+    with session:
+        answer = session.get(url, headers={"x-api-key": keys_file.read_text().split()[0]}, timeout=10)
+    if answer.status_code != 200 or "RateLimit-Limit" not in answer.headers:
+        raise RuntimeError(f"the limited key is not counted at {url}: {answer.status_code} {dict(answer.headers)}")
+
+
+def tls_session(certificate: Path) -> requests.Session:
+    """A session that trusts nginx's certificate, and nothing from the environment."""
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would overrule nginx's certificate
+    session.verify = str(certificate)
+    return session
 
 
 def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:

@@ -16,6 +16,7 @@ from .keyring import Keyring
 from .observability import RequestLog
 from .sessions import SessionOnlyWhenSent
 from .keyring.cache import KeyCache
+from .keyring.meter import default_limits
 from .keyring.signal import signal_from_environment
 from .keyring.usage import UsageRecorder
 from .rate_limits import RateLimits
@@ -56,6 +57,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     with app.app_context():
         engine = db.engine
     app.extensions["rate_limits"] = RateLimits(app.config)
+    app.extensions["default_key_limits"] = default_limits(app.config)
     app.extensions["keyring"] = Keyring(
         engine,
         KeyCache(app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"], signal_from_environment()),

@@ -18,6 +18,8 @@ KEY_ROTATED = "key_rotated"
 KEY_DELETED = "key_deleted"
 KEY_SUSPENDED = "key_suspended"
 KEY_RESUMED = "key_resumed"
+KEY_LIMITS_CHANGED = "key_limits_changed"
+USER_LIMITS_CHANGED = "user_limits_changed"
 ADMIN_CREATED = "admin_created"
 ADMIN_DELETED = "admin_deleted"
 # Who acted, besides an admin's email: the flask command line, or a key holder through the API.

@@ -18,7 +18,8 @@ from .admin import accounts
 from .auth import services
 from .errors import ApiError, describe_validation_error
 from .extensions import db
-from .models import ApiKey, KeyStatus, canonical_email
+from .keyring.meter import NO_LIMITS, PERIODS, LimitSettings, settings_from, settings_of
+from .models import ApiKey, KeyStatus, User, canonical_email
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 # What the commands call the API's fields, in their messages.
@@ -83,6 +84,19 @@ def stdin_text() -> str:
         raise click.ClickException("Standard input is not UTF-8 text") from None
 
 
+RATE_OPTION = click.option("--rate", help="Rate limits in the limits notation: '100 per minute; 5000 per day'.")
+QUOTA_OPTION = click.option("--quota", type=click.IntRange(min=1), help="Checks allowed per --period.")
+PERIOD_OPTION = click.option("--period", type=click.Choice(PERIODS), help="The quota's period, in UTC (default: month).")
+
+
+def limits_option(rate: str | None, quota: int | None, period: str | None) -> LimitSettings:
+    """The limits that --rate, --quota and --period give, or one line saying what is wrong."""
+    try:
+        return settings_from(rate, quota, period)
+    except ValueError as error:
+        raise click.UsageError(f"{error} (--rate, --quota, --period)") from None
+
+
 @keys_cli.command("create")
 @click.option("--email", required=True, help="The key holder's email; a new user is registered.")
 @click.option("--name", help="A label for the key, up to 100 characters.")
@@ -91,20 +105,25 @@ def stdin_text() -> str:
 @click.option("--org", help="The holder's organisation when the user is new.")
 @click.option("--scope", "scopes", multiple=True,
               help="Restrict the key to a scope (calls:write); repeat for several. None: full access.")
+@RATE_OPTION
+@QUOTA_OPTION
+@PERIOD_OPTION
 def create_key(
     email: str, name: str | None, expires_in_days: int | None, user_name: str | None, org: str | None,
-    scopes: tuple[str, ...],
+    scopes: tuple[str, ...], rate: str | None, quota: int | None, period: str | None,
 ) -> None:
-    """Issue a key and print it, once."""
+    """Issue a key and print it, once; without --rate or --quota it gets KEY_RATE_LIMIT_DEFAULT and KEY_QUOTA_DEFAULT."""
     key_fields = validated(NewKeySchema(), {"name": name, "expires_in_days": expires_in_days,
                                             "scopes": list(scopes) or None})
+    limits = None if rate is None and quota is None and period is None else limits_option(rate, quota, period)
     address = email_option(email)
     holder = validated(CreateKeySchema(), {
         "user_email": address, "user_name": user_name or address.split("@")[0], "org_name": org,
     })
     try:
         _, secret = services.issue_for_email(
-            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI, key_fields.get("scopes")
+            address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI, key_fields.get("scopes"),
+            limits,
         )
         db.session.commit()
     except ApiError as error:
@@ -134,6 +153,7 @@ def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
             "status": key.status(now).value, "created_at": iso(key.created_at),
             "expires_at": iso(key.expires_at), "last_used_at": iso(key.last_used_at),
             "revoked_at": iso(key.revoked_at), "scopes": keys.scope_list(key.scopes),
+            "rate_limit": key.rate_limit, "quota": services.quota_use(key, now),
             "requests_30d": requests.get(key.id, 0),
             "email": key.user.email, "org_name": key.user.org_name,
         } for key in found], indent=2))
@@ -215,6 +235,42 @@ def change_suspension(key: ApiKey, change: Callable[[ApiKey, str], bool], wanted
     click.echo(f"Key {key.id} ({key.display_prefix}) was {wanted.value} already")
 
 
+def limit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a `limit` command: the new limits, or --clear."""
+    for option in (click.option("--clear", is_flag=True, help="Take every limit off instead."),
+                   PERIOD_OPTION, QUOTA_OPTION, RATE_OPTION):
+        command = option(command)
+    return command
+
+
+@keys_cli.command("limit")
+@click.argument("prefix_or_id")
+@limit_options
+def limit_key(prefix_or_id: str, rate: str | None, quota: int | None, period: str | None, clear: bool) -> None:
+    """Set a key's own rate limits and quota, named by its id or display prefix; audited."""
+    key = named_key(prefix_or_id)
+    change_limits(key, f"key {key.id} ({key.display_prefix})", asked_limits(rate, quota, period, clear),
+                  services.set_key_limits)
+
+
+def asked_limits(rate: str | None, quota: int | None, period: str | None, clear: bool) -> LimitSettings:
+    """The limits `limit` is asked to set: exactly those given (what is left out, none), or none with --clear."""
+    given = rate is not None or quota is not None or period is not None
+    if clear == given:
+        raise click.UsageError("Give the new limits (--rate, --quota, --period) or --clear, not both")
+    return NO_LIMITS if clear else limits_option(rate, quota, period)
+
+
+def change_limits(row: ApiKey | User, named: str, limits: LimitSettings,
+                  change: Callable[[Any, LimitSettings, str], bool]) -> None:
+    """Set a key's or a user's limits and say what they are now."""
+    if change(row, limits, audit.CLI):
+        db.session.commit()
+        click.echo(f"Limits of {named}: {limits.describe()}")
+        return
+    click.echo(f"Limits of {named} were {settings_of(row).describe()} already")
+
+
 def key_from_stdin() -> ApiKey:
     """The one known key that standard input holds, or one line saying what is wrong with it."""
     given = [line.strip() for line in stdin_text().splitlines() if line.strip()]
@@ -244,6 +300,23 @@ def prune_keys(revoked_older_than_days: int, dry_run: bool) -> None:
         return
     db.session.commit()
     click.echo(f"Deleted {len(doomed)} keys revoked or expired before {timestamp(cutoff)}")
+
+
+users_cli = OperatorCommands(
+    "users", help="Set the limits counted across all of a user's keys.", callback=name_the_database
+)
+
+
+@users_cli.command("limit")
+@click.argument("email")
+@limit_options
+def limit_user(email: str, rate: str | None, quota: int | None, period: str | None, clear: bool) -> None:
+    """Set the rate limits and quota that all of a user's keys count against together; audited."""
+    limits = asked_limits(rate, quota, period, clear)
+    user = services.user_by_email(email_option(email) or email)
+    if user is None:
+        raise click.ClickException(f"No user has the email {canonical_email(email)}")
+    change_limits(user, user.email, limits, services.set_user_limits)
 
 
 admin_cli = OperatorCommands(
@@ -320,4 +393,5 @@ def delete_admin(email: str) -> None:
 def register_commands(app: Flask) -> None:
     """Attach the CLI groups to the app."""
     app.cli.add_command(keys_cli)
+    app.cli.add_command(users_cli)
     app.cli.add_command(admin_cli)

@@ -160,6 +160,8 @@ def settings_from_env(environ: Mapping[str, str], instance_path: str) -> dict[st
         "RATELIMIT_ADMIN_LOGIN": environ.get("RATELIMIT_ADMIN_LOGIN", "5 per 15 minutes"),
         "RATELIMIT_KEY_ISSUE": environ.get("RATELIMIT_KEY_ISSUE", "30 per hour"),
         "RATELIMIT_LEAK_REPORT": environ.get("RATELIMIT_LEAK_REPORT", "30 per minute"),
+        "KEY_RATE_LIMIT_DEFAULT": environ.get("KEY_RATE_LIMIT_DEFAULT") or None,
+        "KEY_QUOTA_DEFAULT": environ.get("KEY_QUOTA_DEFAULT") or None,
         "RATELIMIT_KEY_PREFIX": environ.get("RATELIMIT_KEY_PREFIX", "livekit_auth"),
         "RATELIMIT_IPV6_PREFIX": whole_number(environ, "RATELIMIT_IPV6_PREFIX", 64),
         "TRUSTED_PROXY_COUNT": whole_number(environ, "TRUSTED_PROXY_COUNT", 0),

@@ -13,7 +13,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .blueprints import owning_blueprint
 from .envelope import error_response
 from .extensions import db
-from .keyring import ExpiredKey, InvalidKey, KeyRefused, MissingKey, MissingScope, RevokedKey, SuspendedKey
+from .keyring import (
+    ExpiredKey, InvalidKey, KeyLimited, KeyRefused, MissingKey, MissingScope, QuotaExhausted, RevokedKey,
+    SuspendedKey,
+)
 from .rate_limits import RateLimited
 
 DATABASE_WARNED_AT = "database_warned_at"  # app.extensions: when this worker last said the database was gone
@@ -106,6 +109,14 @@ def handle_missing_scope(error: MissingScope) -> ResponseReturnValue:
     return failure(403, f"API key lacks the scope {error.scope}")
 
 
+KEY_LIMIT_MESSAGES = {KeyLimited: "API key rate limit exceeded", QuotaExhausted: "API key quota exhausted"}
+
+
+def handle_key_limited(error: KeyLimited) -> ResponseReturnValue:
+    """Answer a valid key past its own or its user's rate limit or quota with 429, and when to try again."""
+    return failure(429, KEY_LIMIT_MESSAGES[type(error)], {"Retry-After": str(error.retry_after), **dict(error.headers)})
+
+
 def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
     """Answer invalid input with 400, one readable message, and the per-field details."""
     sentence, messages = describe_validation_error(error)
@@ -144,6 +155,7 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(500, handle_internal_error)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(MissingScope, handle_missing_scope)
+    app.register_error_handler(KeyLimited, handle_key_limited)
     app.register_error_handler(KeyRefused, handle_key_refused)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)

@@ -2,7 +2,7 @@
 
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from .blueprints import owning_blueprint
 from .errors import ApiError
@@ -46,10 +46,21 @@ def require_api_key() -> None:
         return
     # Duplicate headers reach WSGI joined by commas, which no key contains: they are refused.
     keyring = current_app.extensions["keyring"]
-    g.api_key = environ[LOGGED_KEY] = keyring.authenticate(
+    admitted = keyring.authenticate(
         environ.get("HTTP_X_API_KEY"), request.remote_addr or "", seen_version(environ), required_scope(environ)
     )
-    g.user = g.api_key.holder
+    g.api_key = environ[LOGGED_KEY] = admitted.key
+    g.user = admitted.key.holder
+    if admitted.limit_headers is not None:
+        g.limit_headers = admitted.limit_headers
+
+
+def add_limit_headers(response: Response) -> Response:
+    """Give a limited key's 2xx answers the RateLimit headers of its tightest limit."""
+    headers = g.get("limit_headers")
+    if headers is not None and response.status_code < 300:
+        response.headers.extend(headers)
+    return response
 
 
 def required_scope(environ: dict[str, Any]) -> str | None:
@@ -78,3 +89,4 @@ def register_gate(app: Flask) -> None:
     """Put the gate in front of every view; whether an endpoint is public is decided once."""
     app.extensions["public_endpoints"] = {}
     app.before_request(require_api_key)
+    app.after_request(add_limit_headers)

@@ -14,7 +14,8 @@ REQUESTS = Counter(
 )
 KEY_CHECKS = Counter(
     "livekit_auth_key_checks_total",
-    "x-api-key checks by outcome: valid, invalid, revoked, expired, suspended, rate_limited, missing_scope.",
+    "x-api-key checks by outcome: valid, invalid, revoked, expired, suspended, rate_limited (an address's "
+    "failed checks), missing_scope, rate_limited_key and quota_exhausted (a key's or its user's limits).",
     ["outcome"],
 )
 KEY_CACHE = Counter(
@@ -29,7 +30,8 @@ LIMIT_STORE_ERRORS = Counter(
 
 KEY_CHECK_OUTCOMES = {
     outcome: KEY_CHECKS.labels(outcome)
-    for outcome in ("valid", "invalid", "revoked", "expired", "suspended", "rate_limited", "missing_scope")
+    for outcome in ("valid", "invalid", "revoked", "expired", "suspended", "rate_limited", "missing_scope",
+                    "rate_limited_key", "quota_exhausted")
 }
 
 KEY_CACHE_RESULTS = {result: KEY_CACHE.labels(result) for result in ("hit", "miss")}

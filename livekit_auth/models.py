@@ -80,6 +80,10 @@ class User(db.Model):
     # as wide as their source, since lower-casing can double a text's length (İ becomes i̇).
     name_lower: Mapped[str] = mapped_column(String(200), index=True, default=lower_copy("name"))
     org_name_lower: Mapped[str | None] = mapped_column(String(200), index=True, default=lower_copy("org_name"))
+    # Limits counted across all the user's keys together, as a key's own are (Limited).
+    rate_limit: Mapped[str | None] = mapped_column(String(200))
+    quota_limit: Mapped[int | None] = mapped_column(BigInteger)
+    quota_period: Mapped[str | None] = mapped_column(String(5))
 
     keys: Mapped[list["ApiKey"]] = relationship(back_populates="user")
 
@@ -138,6 +142,14 @@ class ApiKey(db.Model):
     suspended_by: Mapped[str | None] = mapped_column(String(254))
     # The scopes a restricted key may act in, space-separated (keys.scopes_text); None: full access.
     scopes: Mapped[str | None] = mapped_column(String(keys.MAX_SCOPES * 65))
+    # Its own rate limits, in the limits notation ("100 per minute; 5000 per day"), and its
+    # quota of checks per day or month (UTC); None: no limit of that kind.
+    rate_limit: Mapped[str | None] = mapped_column(String(200))
+    quota_limit: Mapped[int | None] = mapped_column(BigInteger)
+    quota_period: Mapped[str | None] = mapped_column(String(5))
+    # The key whose windows and quota record its own limits count in: the one it was added or
+    # rotated from (so that a holder gains nothing by adding or rotating keys); None: its own.
+    limit_group: Mapped[int | None] = mapped_column(index=True)
 
     user: Mapped[User] = relationship(back_populates="keys")
 
@@ -246,6 +258,21 @@ class KeyRequestCount(db.Model):
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     requests: Mapped[int] = mapped_column(BigInteger)
+
+
+class KeyRefusalCount(db.Model):
+    """How many checks of a valid key were refused on a day, by outcome: what its chart shows beside those passed.
+
+    The outcomes are rate_limited_key, quota_exhausted, missing_scope and suspended; counted
+    and written as KeyRequestCount is.
+    """
+
+    __tablename__ = "key_refusal_counts"
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    refusals: Mapped[int] = mapped_column(BigInteger)
 
 
 class Admin(db.Model):

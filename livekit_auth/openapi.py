@@ -43,7 +43,8 @@ DESCRIPTIONS = {
     413: "The request body is over 64 KiB",
     414: "The request line is over 4094 bytes (answered by gunicorn, before the app)",
     415: "The body is not application/json",
-    429: "Too many requests under a rate limit; Retry-After says when to try again",
+    429: "Too many requests: an address's limit, or the key's or its user's own ('API key rate limit exceeded', "
+         "'API key quota exhausted'); Retry-After says when to try again",
     431: "Over 50 request headers, or one over 8190 bytes (answered by gunicorn, before the app)",
     500: "Internal server error",
     503: "The database is unavailable",
@@ -70,11 +71,27 @@ REQUIRED_SCOPE_HEADER = {
                    "is refused with 403, a key with full access has every scope. Any gated endpoint reads it.",
     "schema": {"type": "string", "pattern": f"^{keys.SCOPE_PATTERN.pattern}$"},
 }
+# What an answer for a key with limits (its own or its user's) says of the tightest of them.
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": "How many checks the key's tightest limit or quota lets through per window; absent for "
+                       "a key without limits",
+    "RateLimit-Remaining": "How many are left in the window after this one",
+    "RateLimit-Reset": "Seconds until the window is refilled",
+}
+REFUSAL_HEADERS = {
+    "Retry-After": "Seconds until a request may pass again",
+    **RATE_LIMIT_HEADERS,
+}
+
+
+def headers_object(described: dict[str, str]) -> dict[str, Any]:
+    """OpenAPI's headers of a response, each a string with a description."""
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in described.items()}
+
+
 FORWARDED_RESPONSE = {
     "description": "A valid key; no body",
-    "headers": {
-        name: {"description": text, "schema": {"type": "string"}} for name, text in FORWARDED_HEADERS.items()
-    },
+    "headers": headers_object({**FORWARDED_HEADERS, **RATE_LIMIT_HEADERS}),
 }
 
 
@@ -126,16 +143,18 @@ def openapi_path(rule: Rule) -> str:
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
 
 
-def success_response(data: Any) -> dict[str, Any]:
-    """The 200 answer of an endpoint whose data has this schema."""
+def success_response(data: Any, gated: bool) -> dict[str, Any]:
+    """The 200 answer of an endpoint whose data has this schema; a gated one's carries a limited key's headers."""
     if data == KEY_VERSIONS:
         lines = {"type": "string", "pattern": "^([0-9a-f]{16}\\n){256}$"}
         return {"description": "Each shard's key version, 16 hexadecimal digits a line",
-                "headers": {"X-Auth-Max-Age": {"description": "Seconds a proxy may keep them",
-                                               "schema": {"type": "string"}}},
+                "headers": headers_object({"X-Auth-Max-Age": "Seconds a proxy may keep them"}),
                 "content": {"text/plain": {"schema": lines}}}
     success = {"type": "object"} if data == DOCUMENT else envelope(data_schema(data))
-    return {"description": DESCRIPTIONS[200], "content": {"application/json": {"schema": success}}}
+    answer = {"description": DESCRIPTIONS[200], "content": {"application/json": {"schema": success}}}
+    if gated:
+        answer["headers"] = headers_object(RATE_LIMIT_HEADERS)
+    return answer
 
 
 def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
@@ -143,7 +162,7 @@ def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
     answered = {*declared.statuses, 414, 431, 500}  # 414 and 431: gunicorn's limits on any request
     if not getattr(view, "is_public", False):
         # The gate: a refused key, a scope the key lacks (or an X-Required-Scope that is none), an
-        # address throttled after failed checks.
+        # address throttled after failed checks, a key past its own or its user's limits.
         answered |= {400, 401, 403, 429}
     if declared.body is not None:
         answered |= {400, 413, 415}
@@ -161,7 +180,8 @@ def operation(endpoint: str, rule: Rule, declared: Operation) -> dict[str, Any]:
     view = current_app.view_functions[endpoint]
     data = declared.data
     responses: dict[str, Any] = (
-        {"204": FORWARDED_RESPONSE} if data == FORWARDED else {"200": success_response(data)}
+        {"204": FORWARDED_RESPONSE} if data == FORWARDED
+        else {"200": success_response(data, not getattr(view, "is_public", False))}
     )
     for status in sorted(statuses(view, declared)):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
@@ -217,10 +237,10 @@ def build_document(title: str) -> dict[str, Any]:
     )
     for status, description in DESCRIPTIONS.items():
         if status != 200:
-            spec.components.response(
-                f"Error{status}",
-                {"description": description, "content": {"application/json": {"schema": error_envelope(status)}}},
-            )
+            response = {"description": description, "content": {"application/json": {"schema": error_envelope(status)}}}
+            if status == 429:
+                response["headers"] = headers_object(REFUSAL_HEADERS)
+            spec.components.response(f"Error{status}", response)
     documented = documented_rules()
     registered = set()
     for _, declared in documented:

@@ -22,16 +22,16 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache, wraps
-from typing import Any, ParamSpec
+from typing import Any, NamedTuple, ParamSpec
 
 from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError, StorageError
-from limits.storage import Storage, storage_from_string
+from limits.storage import RedisClusterStorage, RedisStorage, Storage, storage_from_string
 from werkzeug.wrappers import Response
 
 from .config import SettingError
@@ -51,6 +51,53 @@ LIMIT_SETTINGS = (
     "RATELIMIT_LEAK_REPORT",
 )
 Params = ParamSpec("Params")
+
+
+class Window(NamedTuple):
+    """A fixed window a request is counted in: its store key, how many fit, how long one opened now lasts."""
+
+    key: str
+    amount: int
+    seconds: int
+
+
+class Counted(NamedTuple):
+    """A window's count after a request was counted (or the count that refused it), and when it ends."""
+
+    count: int
+    ends_at: float  # epoch seconds
+
+
+# Counting one request in every window or in none, in one round trip to Redis. KEYS are the
+# windows; ARGV holds three values per window: how many fit, how many seconds a window opened
+# now lasts, and the count it opens with ("" for 0, "?" when the caller has to read it first).
+# The answer is {1, count, milliseconds left, ...} per window when every window had room;
+# {0, window, count, milliseconds left} for the first that had none; {-1} for an opening count.
+COUNT_IN_EVERY_WINDOW = """
+local opening = {}
+for i = 1, #KEYS do
+    local count = redis.call('GET', KEYS[i])
+    if count then
+        count = tonumber(count)
+    else
+        if ARGV[3 * i] == '?' then return {-1} end
+        count = tonumber(ARGV[3 * i]) or 0
+        opening[i] = count
+    end
+    if count >= tonumber(ARGV[3 * i - 2]) then
+        local left = redis.call('PTTL', KEYS[i])
+        if left < 0 then left = tonumber(ARGV[3 * i - 1]) * 1000 end
+        return {0, i, count, left}
+    end
+end
+local answer = {1}
+for i = 1, #KEYS do
+    if opening[i] then redis.call('SET', KEYS[i], opening[i], 'EX', ARGV[3 * i - 1]) end
+    answer[#answer + 1] = redis.call('INCR', KEYS[i])
+    answer[#answer + 1] = redis.call('PTTL', KEYS[i])
+end
+return answer
+"""
 
 
 class RateLimited(Exception):
@@ -185,6 +232,10 @@ class ServerMemoryStorage(Storage):
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add to a key's count, opening a window of `expiry` seconds when none is running."""
+        return self.counted(key, expiry, amount).count
+
+    def counted(self, key: str, expiry: int, amount: int = 1) -> Counted:
+        """Add to a key's count as incr does; the count and when its window ends."""
         hashed, offset = self.bucket(key)
         now = time.time()
         with self.locked(offset) as windows:
@@ -195,7 +246,7 @@ class ServerMemoryStorage(Storage):
             if slot_hash != hashed or window_ends <= now:
                 count, window_ends = 0, now + expiry
             WINDOW.pack_into(self.memory, offset + slot * WINDOW.size, hashed, count + amount, window_ends)
-        return count + amount
+        return Counted(count + amount, window_ends)
 
     def get(self, key: str) -> int:
         """A key's count in its running window; 0 when none is running."""
@@ -258,6 +309,11 @@ class RateLimits:
             raise SettingError(f"RATELIMIT_IPV6_PREFIX={str(self.ipv6_prefix)!r} is not a prefix length from 1 to 128")
         self.limits = {name: parse_limit(name, config[name]) for name in LIMIT_SETTINGS}
         self.store = open_store(config["RATELIMIT_STORAGE_URI"])
+        # One server's workers share memory://; every server shares Redis.
+        self.shared = not isinstance(self.store, ServerMemoryStorage)
+        self.count_script = None
+        if isinstance(self.store, RedisStorage) and not isinstance(self.store, RedisClusterStorage):
+            self.count_script = self.store.storage.register_script(COUNT_IN_EVERY_WINDOW)
         self.resting_until = float("-inf")
         self.failing = False
 
@@ -305,6 +361,77 @@ class RateLimits:
         """
         self.check(setting, *scope)
         self.count(setting, *scope)
+
+    def count_all(
+        self, windows: Sequence[Window], seeded: Sequence[bool], seed: Callable[[int], int | None]
+    ) -> tuple[int | None, list[Counted]] | None:
+        """Count one request in every window, or, when one has no room, in none (whatever RATELIMIT_ENABLED says).
+
+        The answer is (None, each window's count) when all had room, and (the first without
+        room, [its count]) when one had none. A seeded window opens with the count seed(index)
+        gives it (a quota's, read from its record); None from seed, or a store that fails,
+        counts nothing and answers None.
+        """
+        if self.count_script is not None:
+            return self.ask(lambda: self.count_in_redis(windows, seeded, seed), None)
+        return self.ask(lambda: self.count_each(windows, seeded, seed), None)
+
+    def count_in_redis(
+        self, windows: Sequence[Window], seeded: Sequence[bool], seed: Callable[[int], int | None]
+    ) -> tuple[int | None, list[Counted]] | None:
+        """count_all in Redis: one round trip, and a second when a seeded window has to be opened."""
+        assert isinstance(self.store, RedisStorage) and self.count_script is not None
+        keys = [self.store.prefixed_key(window.key) for window in windows]
+        openings: list[Any] = ["?" if wanted else "" for wanted in seeded]
+        for attempt in range(2):
+            arguments = [value for window, opening in zip(windows, openings)
+                         for value in (window.amount, window.seconds, opening)]
+            try:
+                answer = self.count_script(keys=keys, args=arguments)
+            except self.store.base_exceptions as error:
+                raise StorageError(error) from error
+            if answer[0] != -1:
+                break
+            if attempt:
+                return None
+            openings = [seed(index) if wanted else "" for index, wanted in enumerate(seeded)]
+            if None in openings:
+                return None
+        now = time.time()
+        if answer[0] == 0:
+            return answer[1] - 1, [Counted(answer[2], now + answer[3] / 1000)]
+        return None, [Counted(answer[n], now + answer[n + 1] / 1000) for n in range(1, len(answer), 2)]
+
+    def count_each(
+        self, windows: Sequence[Window], seeded: Sequence[bool], seed: Callable[[int], int | None]
+    ) -> tuple[int | None, list[Counted]] | None:
+        """count_all in any other store: each window counted, and taken back when one went past its limit."""
+        counted: list[Counted] = []
+        for index, window in enumerate(windows):
+            count, ends_at = self.counted(window, 1)
+            if count == 1 and seeded[index]:
+                opening = seed(index)
+                if opening is None:
+                    self.take_back(windows[: index + 1])
+                    return None
+                if opening:
+                    count, ends_at = self.counted(window, opening)
+            if count > window.amount:
+                self.take_back(windows[: index + 1])
+                return index, [Counted(count - 1, ends_at)]
+            counted.append(Counted(count, ends_at))
+        return None, counted
+
+    def counted(self, window: Window, amount: int) -> Counted:
+        """Add to a window's count: the count, and when the window ends."""
+        if isinstance(self.store, ServerMemoryStorage):
+            return self.store.counted(window.key, window.seconds, amount)
+        return Counted(self.store.incr(window.key, window.seconds, amount), self.store.get_expiry(window.key))
+
+    def take_back(self, windows: Sequence[Window]) -> None:
+        """Take back one request counted in each of these windows."""
+        for window in windows:
+            self.counted(window, -1)
 
     def refusal(self, limit: RateLimitItem, scope: tuple[str, ...]) -> RateLimited:
         """The refusal of a scope out of room, with the seconds until its window ends."""

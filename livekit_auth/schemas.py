@@ -277,14 +277,29 @@ class KeySchema(Schema):
     last_used_at = Timestamp(allow_none=True)
     revoked_at = Timestamp(allow_none=True)
     scopes = Scopes("The scopes a restricted key may act in; null: full access")
+    rate_limit = fields.String(
+        allow_none=True,
+        metadata={"description": "The key's own rate limits in the limits notation; null: none", "example": "100 per minute"},
+    )
+
+
+class QuotaSchema(Schema):
+    """A key's quota and its use in the current period."""
+
+    limit = fields.Integer(metadata={"description": "Checks the key may pass per period"})
+    period = fields.String(metadata={"enum": ["day", "month"], "description": "A UTC day or calendar month"})
+    used = fields.Integer(metadata={"description": "Checks passed this period, by the record (exact to LAST_USED_FLUSH_SECONDS)"})
+    resets_at = fields.String(metadata={"format": "date-time", "description": "When the period ends and the quota refills"})
 
 
 class ListedKeySchema(KeySchema):
-    """A key as GET /auth/keys lists it: its fields, and how much it was used lately."""
+    """A key as GET /auth/keys lists it: its fields, its quota's use, and how much it was used lately."""
 
     requests_30d = fields.Integer(
         metadata={"description": "Checks the key passed in the last 30 days (UTC), today included"}
     )
+    quota = fields.Nested(QuotaSchema, allow_none=True, dump_default=None,
+                          metadata={"description": "The key's own quota and its use; null: none"})
 
 
 class IssuedKeySchema(CreatedKeySchema):

@@ -28,20 +28,22 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
     result = json.loads(report.read_text())["results"][0]
     summary = result["summary"]
     assert set(summary) == {
-        "floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_hot",
-        "check_hot_churn", "check_cold", "check_unknown", "check_malformed", "create_key",
+        "floor", "floor_logged", "health", "check_one", "verify_one", "check_one_redis", "check_limited",
+        "check_limited_redis", "check_hot", "check_hot_churn", "check_cold", "check_unknown", "check_malformed",
+        "create_key",
     }
     assert all(figures["rps"] > 0 and figures["worker_cpu_us"] > 0 for figures in summary.values())
     assert all(summary[name]["non_2xx"] == 0
-               for name in ("check_one", "verify_one", "check_hot", "check_hot_churn", "create_key"))
+               for name in ("check_one", "verify_one", "check_limited", "check_limited_redis", "check_hot",
+                            "check_hot_churn", "create_key"))
     assert summary["check_hot_churn"]["revoked_per_second"] > 5
     assert 0 < summary["check_hot"]["hit_rate"] <= 1 and summary["health"]["hit_rate"] is None
     assert "hot checks while" in done.stdout
     assert list(tmp_path.glob("bench-*.png"))
     proxy = result["proxy"]["summary"]
-    assert set(proxy) == {"proxy_unprotected", "proxy_one", "proxy_hot", "proxy_unknown"}
+    assert set(proxy) == {"proxy_unprotected", "proxy_one", "proxy_hot", "proxy_limited", "proxy_unknown"}
     assert all(figures["rps"] > 0 and figures["cpu_us"] > 0 for figures in proxy.values())
-    assert all(proxy[name]["non_2xx"] == 0 for name in ("proxy_unprotected", "proxy_one", "proxy_hot"))
+    assert all(proxy[name]["non_2xx"] == 0 for name in ("proxy_unprotected", "proxy_one", "proxy_hot", "proxy_limited"))
     assert proxy["proxy_unknown"]["non_2xx"] > 0  # every unknown key refused, none let through
     assert proxy["proxy_unprotected"]["rps_ratio"] == 1
     assert len(result["proxy"]["reach_seconds"]) > 0

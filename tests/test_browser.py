@@ -238,6 +238,12 @@ def test_an_operator_issues_a_key_finds_it_whole_revokes_a_user_and_exports(serv
     expect(page).to_have_url(re.compile(r"/admin/keys/\d+$"))
     expect(page.locator(".facts")).to_contain_text("compiler")
     assert secret not in page.url
+    # An operator limits the key from its page: it is counted, and refused past the limit, at once.
+    page.locator("#key-rate_limit").fill("1 per minute")
+    page.get_by_role("button", name="Set this key's limits").click()
+    expect(page.get_by_role("status")).to_contain_text("now: rate limit 1 per minute, quota none.")
+    expect(page.locator(".limit-facts").first).to_contain_text("1 per minute")
+    assert [check(server, secret), check(server, secret)] == [200, 429]
 
     page.get_by_role("link", name="Keys", exact=True).click()
     rows = page.locator("table.keys tbody tr")

@@ -77,10 +77,14 @@ def test_a_look_up_reads_what_the_orm_reads(app, api) -> None:
         key.last_used_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
         key.suspended_at = datetime(2026, 1, 3, 4, 5, 6, tzinfo=timezone.utc)
         key.scopes = "assistants:read calls:write"
+        key.rate_limit, key.quota_limit, key.quota_period = "100 per minute; 5000 per day", 10_000_000_000, "month"
+        user.rate_limit, user.quota_limit, user.quota_period = "1000 per hour", 500, "day"
+        key.limit_group = 7
         db.session.commit()
         expected = (key.id, user.id, key.digest, key.display_prefix, key.created_at, key.expires_at,
                     key.revoked_at, key.last_used_at, user.name, user.email, user.org_name, key.suspended_at,
-                    key.scopes)
+                    key.scopes, key.rate_limit, key.quota_limit, key.quota_period,
+                    user.rate_limit, user.quota_limit, user.quota_period, key.limit_group)
     assert app.extensions["keyring"].reader.first(LOOK_UP, {"digest": key.digest}) == expected
     assert all(expected[position].tzinfo is not None for position in (4, 5, 7, 11))  # as UTCDateTime reads them
     assert app.extensions["keyring"].reader.first(LOOK_UP, {"digest": "0" * 64}) is None

@@ -52,7 +52,7 @@ def test_the_keys_of_the_caller_are_listed_without_secrets(api) -> None:
     assert [k["id"] for k in keys_listed] == [second["id"], keys_listed[1]["id"]]
     assert set(keys_listed[0]) == {
         "id", "name", "display_prefix", "status", "created_at",
-        "expires_at", "last_used_at", "revoked_at", "scopes", "requests_30d",
+        "expires_at", "last_used_at", "revoked_at", "scopes", "rate_limit", "requests_30d", "quota",
     }
     assert keys_listed[0]["scopes"] is None  # full access, as every key without scopes
     assert keys_listed[0]["name"] == "ci"

@@ -494,3 +494,25 @@ def test_a_location_that_requires_a_scope_opens_only_to_keys_that_carry_it(deplo
     seen = {name.lower(): value for name, value in
             deployment.call("GET", "/agents/rooms", full, client=clients[full]).json().items()}
     assert seen.get("x-auth-scopes", "") == ""  # full access: no scopes to pass on
+
+
+def test_a_limited_keys_every_call_reaches_the_service_and_is_refused_past_its_limit(deployment) -> None:
+    key = new_key(deployment, "limited")
+    client = "127.0.0.46"
+    assert protected(deployment, key, client).status_code == 200  # kept by nginx: the key has no limits yet
+    assert "RateLimit-Limit" not in protected(deployment, key, client).headers
+    limited = flask_command(deployment.servers[0].database_url, "keys", "limit", key[:12], "--rate", "6 per minute")
+    assert limited.returncode == 0, limited.stderr
+    changed_at = time.monotonic()
+    while "RateLimit-Limit" not in (answer := protected(deployment, key, client)).headers:
+        assert time.monotonic() - changed_at < 1.0, "nginx still answers the limited key from what it kept"
+    asked = verifies(deployment, client)
+    remaining = int(answer.headers["RateLimit-Remaining"])
+    assert answer.headers["RateLimit-Limit"] == "6" and remaining < 6
+    for left in range(remaining - 1, -1, -1):
+        answer = protected(deployment, key, client)
+        assert answer.status_code == 200 and answer.headers["RateLimit-Remaining"] == str(left)
+    refused = protected(deployment, key, client)
+    envelope_error(refused, 429, "API key rate limit exceeded")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60 and refused.headers["RateLimit-Remaining"] == "0"
+    assert verifies(deployment, client) == asked + remaining + 1  # nginx kept none of them

@@ -28,6 +28,9 @@ local VARIABLES = {
     "livekit_auth_user_id", "livekit_auth_user_email", "livekit_auth_org", "livekit_auth_key_id",
     "livekit_auth_key_prefix", "livekit_auth_scopes",
 }
+-- A limited key's RateLimit headers, which livekit-auth-protected.conf adds to the answer.
+local RATE_LIMIT = { "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset" }
+local RATE_LIMIT_VARIABLES = { "livekit_auth_ratelimit_limit", "livekit_auth_ratelimit_remaining", "livekit_auth_ratelimit_reset" }
 local SHARDS = 256
 local LINE = 17 -- a shard's version: 16 hexadecimal digits and a newline
 local VERSION_DIGITS = 16
@@ -93,6 +96,9 @@ local function refuse(answer)
         ngx.header["Content-Type"] = "application/json"
         ngx.header["Cache-Control"] = "no-store"
         ngx.header["Retry-After"] = answer.header["Retry-After"]
+        for i = 1, #RATE_LIMIT do
+            ngx.header[RATE_LIMIT[i]] = answer.header[RATE_LIMIT[i]]
+        end
         ngx.header["X-Request-ID"] = ngx.var.request_id
         ngx.print(answer.body)
         return ngx.exit(status)
@@ -130,6 +136,10 @@ function M.authenticate()
     for i = 1, #FORWARDED do
         values[i] = answer.header[FORWARDED[i]] or ""
     end
+    for i = 1, #RATE_LIMIT do
+        ngx.var[RATE_LIMIT_VARIABLES[i]] = answer.header[RATE_LIMIT[i]] or ""
+    end
+    -- A limited key's answer has no X-Auth-Max-Age: each of its calls is counted by the service.
     local keep = tonumber(answer.header["X-Auth-Max-Age"])
     if version ~= nil and keep ~= nil and keep > 0 then
         -- Full, the dictionary makes room by dropping the answers used least recently.

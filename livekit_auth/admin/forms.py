@@ -1,8 +1,10 @@
 """The admin's forms; each carries a CSRF token."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, IntegerField, PasswordField, StringField
+from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from ..keyring.meter import MAX_QUOTA, PERIODS, RATE_LIMIT_MAX_LENGTH
 
 
 class LoginForm(FlaskForm):
@@ -21,7 +23,25 @@ def blank_as_none(text: str | None) -> str | None:
     return text if text and text.strip() else None
 
 
-class IssueKeyForm(FlaskForm):
+class LimitsForm(FlaskForm):
+    """A key's or a user's rate limits and quota; every field empty is no limit.
+
+    Checked by the same rules as the command line's (meter.settings_from).
+    """
+
+    rate_limit = StringField("Rate limits (such as 100 per minute; 5000 per day; empty: none)",
+                             validators=[Length(max=RATE_LIMIT_MAX_LENGTH)], filters=[blank_as_none])
+    quota = IntegerField("Quota: checks per period (empty: none)", validators=[Optional(), NumberRange(1, MAX_QUOTA)])
+    quota_period = SelectField("Quota period (UTC)", choices=list(reversed(PERIODS)),
+                               default="month")
+
+    def limit_fields(self) -> tuple[str | None, int | None, str | None]:
+        """The rate limit, quota and period as typed; no period without a quota."""
+        quota = self.quota.data
+        return self.rate_limit.data, quota, self.quota_period.data if quota is not None else None
+
+
+class IssueKeyForm(LimitsForm):
     """A key for a user: an existing one found by email, or a new one with these details.
 
     The fields are checked again by the API's own schemas, so the admin accepts what the API

@@ -1,7 +1,8 @@
 """What the admin pages read: pages of keys, the overview, the audit log.
 
 Every query walks an index. Counts over the whole table are the one exception, so they are
-kept for OVERVIEW_SECONDS per worker instead of being recomputed on each page view.
+kept for OVERVIEW_SECONDS per worker instead of being recomputed on each page view; and the
+near-quota filter, which reads the current period's counts of each key with a quota.
 """
 
 import time
@@ -12,20 +13,23 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from ..auth import services
 from ..extensions import db
+from ..keyring.meter import PERIODS, period_start
 from ..schemas import timestamp
-from ..models import ApiKey, AuditEvent, KeyStatus, KeyUseCount, User, status_condition
+from ..models import ApiKey, AuditEvent, KeyRequestCount, KeyStatus, KeyUseCount, User, live_condition, status_condition
 
 PAGE_SIZE = 50
 CHART_DAYS = 30
 OVERVIEW_SECONDS = 60
 SORTS = {"created": ApiKey.created_at, "last_used": ApiKey.last_used_at}
 EXPIRING_DAYS = 7
-# The list's status filters: the statuses, and active keys that expire within EXPIRING_DAYS.
-STATUS_FILTERS = ("active", "expiring", "suspended", "revoked", "expired")
+# The list's status filters: the statuses, active keys that expire within EXPIRING_DAYS, and
+# live keys that used NEAR_QUOTA_PERCENT of their quota this period.
+STATUS_FILTERS = ("active", "expiring", "near_quota", "suspended", "revoked", "expired")
+NEAR_QUOTA_PERCENT = 80
 
 
 @dataclass
@@ -74,11 +78,33 @@ def search(query: Select[Any], text: str) -> Select[Any]:
 
 def status_filter(name: str, now: datetime) -> ColumnElement[bool] | None:
     """The condition of one of STATUS_FILTERS; None for any other name (no filter)."""
+    if name == "near_quota":
+        return near_quota(now)
     if name == "expiring":
         return and_(status_condition(KeyStatus.ACTIVE, now), ApiKey.expires_at <= now + timedelta(days=EXPIRING_DAYS))
     if name in STATUS_FILTERS:
         return status_condition(KeyStatus(name), now)
     return None
+
+
+def near_quota(now: datetime) -> ColumnElement[bool]:
+    """SQL for live keys whose limit group used NEAR_QUOTA_PERCENT or more of their quota in its current period."""
+    member = aliased(ApiKey)
+    group = func.coalesce(ApiKey.limit_group, ApiKey.id)
+
+    def used_since(since: date) -> ColumnElement[int]:
+        return (
+            select(func.coalesce(func.sum(KeyRequestCount.requests), 0))
+            .join(member, member.id == KeyRequestCount.key_id)
+            .where(or_(member.id == group, member.limit_group == group), KeyRequestCount.day >= since)
+            .scalar_subquery()
+        )
+
+    return and_(live_condition(now), ApiKey.quota_limit.is_not(None), or_(*(
+        and_(ApiKey.quota_period == period, used_since(period_start(period, now)) * 100
+             >= ApiKey.quota_limit * NEAR_QUOTA_PERCENT)
+        for period in PERIODS
+    )))
 
 
 def listed_keys(text: str, status: str, sort: str, now: datetime) -> Select[Any]:

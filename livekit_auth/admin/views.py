@@ -29,13 +29,14 @@ from ..auth import services
 from ..errors import ApiError, describe_validation_error
 from ..extensions import csrf, db
 from ..gate import public
+from ..keyring.meter import LimitSettings, settings_from, settings_of
 from ..keys import KEY_PATTERN
 from ..models import ApiKey, User, canonical_email
 from ..rate_limits import limit_per_address
 from ..schemas import CreateKeySchema, NewKeySchema
 from . import accounts, queries
 from .charts import daily_chart
-from .forms import ConfirmForm, IssueKeyForm, LoginForm
+from .forms import ConfirmForm, IssueKeyForm, LimitsForm, LoginForm
 from .paths import PREFIX
 
 bp = public(Blueprint("admin", __name__, url_prefix=PREFIX))
@@ -296,19 +297,45 @@ def key_or_404(key_id: int) -> ApiKey:
     return key
 
 
+# The refusals of a valid key its chart shows beside the checks it passed: (outcome, CSS class, label).
+CHARTED_REFUSALS = [
+    ("rate_limited_key", "rate-limited", "rate limited"),
+    ("quota_exhausted", "over-quota", "over quota"),
+    ("missing_scope", "missing-scope", "lacking a scope"),
+    ("suspended", "suspended", "refused while suspended"),
+]
+
+
+def limits_form(row: ApiKey | User) -> LimitsForm:
+    """The limits form of a key or a user, filled with what it carries now."""
+    settings = settings_of(row)
+    return LimitsForm(formdata=None, rate_limit=settings.rate_limit,
+                      quota=settings.quota.limit if settings.quota else None,
+                      quota_period=settings.quota.period if settings.quota else "month")
+
+
 @bp.get("/keys/<int:key_id>")
 def key_detail(key_id: int) -> ResponseReturnValue:
-    """One key, its owner's other keys, and the revoke action."""
+    """One key: its facts, limits and their use, checks by outcome, its owner's other keys, and actions."""
     key = key_or_404(key_id)
     owner: User = key.user
     # One page of the owner's other keys; the key list, searched by their email, has the rest.
     others = [other for other in services.user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
     now = clock.now()
     daily = services.daily_requests(key.id, now.date())
+    refused = services.daily_refusals(key.id, now.date())
+    series = [("requests", "checks passed", daily)] + [
+        (css_class, label, refused[outcome]) for outcome, css_class, label in CHARTED_REFUSALS if outcome in refused
+    ]
     return render_template(
         "admin/key.html",
         key=key,
-        chart=daily_chart(services.usage_days(now.date()), [("requests", "checks passed", daily)]),
+        chart=daily_chart(services.usage_days(now.date()), series),
+        refusals_30d={label: sum(refused[outcome]) for outcome, _, label in CHARTED_REFUSALS if outcome in refused},
+        key_quota=services.quota_use(key, now),
+        user_quota=services.quota_use(owner, now),
+        key_limits=limits_form(key),
+        user_limits=limits_form(owner),
         requests_30d=sum(daily),
         active_count=services.count_active(owner.id, now),
         owner=owner,
@@ -362,10 +389,62 @@ def change_suspension(key_id: int, action: str) -> ResponseReturnValue:
     return change_key(key, *SUSPENSION[action])
 
 
+def sentence(error: ValueError) -> str:
+    """A rule's message (limits' are lower-case clauses) as a sentence for the admin."""
+    said = str(error)
+    return f"{said[:1].upper()}{said[1:]}."
+
+
+def posted_limits(form: LimitsForm) -> LimitSettings | None:
+    """The limits a posted form asks for, or None after flashing what is wrong with them."""
+    if not form.validate_on_submit():
+        flash("; ".join(error for errors in form.errors.values() for error in errors), "error")
+        return None
+    try:
+        return settings_from(*form.limit_fields())
+    except ValueError as error:
+        flash(sentence(error), "error")
+        return None
+
+
+def change_limits(row: ApiKey | User, named: str, change: Callable[[ApiKey | User, LimitSettings, str], bool],
+                  back: str) -> ResponseReturnValue:
+    """Set the limits a form posted on a key or a user, tell the admin, and go back to the key's page."""
+    limits = posted_limits(LimitsForm())
+    if limits is not None:
+        if change(row, limits, g.admin_email):
+            db.session.commit()
+            flash(f"Limits of {named} now: {limits.describe()}.", "info")
+        else:
+            flash(f"Limits of {named} unchanged: {limits.describe()}.", "info")
+    return redirect(back, 303)
+
+
+@bp.post("/keys/<int:key_id>/limits")
+def key_limits(key_id: int) -> ResponseReturnValue:
+    """Set a key's own rate limits and quota; every worker and proxy counts by them at once."""
+    key = key_or_404(key_id)
+    return change_limits(key, f"{key.display_prefix}…", services.set_key_limits,
+                         url_for("admin.key_detail", key_id=key.id))
+
+
+@bp.post("/keys/<int:key_id>/user-limits")
+def user_limits(key_id: int) -> ResponseReturnValue:
+    """Set the limits counted across all the keys of a key's user, from that key's page."""
+    key = key_or_404(key_id)
+    return change_limits(key.user, key.user.email, services.set_user_limits,
+                         url_for("admin.key_detail", key_id=key.id))
+
+
 @bp.route("/keys/new", methods=["GET", "POST"])
 def issue() -> ResponseReturnValue:
-    """Issue a key to a user, registering them if they are new; its page shows the key once."""
-    form = IssueKeyForm()
+    """Issue a key to a user, registering them if they are new; its page shows the key once.
+
+    The form starts with the default limits of new keys (KEY_RATE_LIMIT_DEFAULT, KEY_QUOTA_DEFAULT).
+    """
+    defaults = services.default_limits()
+    form = IssueKeyForm(rate_limit=defaults.rate_limit, quota=defaults.quota.limit if defaults.quota else None,
+                        quota_period=defaults.quota.period if defaults.quota else "month")
     if not form.validate_on_submit():
         return render_template("admin/issue.html", form=form), 400 if request.method == "POST" else 200
     email = form.email.data.strip()
@@ -377,9 +456,10 @@ def issue() -> ResponseReturnValue:
         asked_scopes = form.scopes.data.split() if form.scopes.data else None
         key_fields = NewKeySchema().load({"name": form.key_name.data or None,
                                           "expires_in_days": form.expires_in_days.data, "scopes": asked_scopes})
+        limits = settings_from(*form.limit_fields())
         key, secret = services.issue_for_email(
             holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email,
-            key_fields["scopes"],
+            key_fields["scopes"], limits,
         )
         db.session.flush()
         issued_id = key.id
@@ -388,6 +468,10 @@ def issue() -> ResponseReturnValue:
     except ValidationError as error:
         db.session.rollback()
         flash(describe_validation_error(error)[0], "error")
+        return render_template("admin/issue.html", form=form), 400
+    except ValueError as error:  # limits that are no limits
+        db.session.rollback()
+        flash(sentence(error), "error")
         return render_template("admin/issue.html", form=form), 400
     except (ApiError, IntegrityError) as error:
         db.session.rollback()

@@ -83,7 +83,7 @@ def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
     fields = request_body()
     user = services.register_user(fields["user_name"], fields["user_email"], fields["org_name"])
-    _, secret = services.issue_key(user, user.created_at, audit.API)
+    _, secret = services.issue_key(user, user.created_at, audit.API, limits=services.default_limits())
     data = CreatedKeySchema().dump({"api_key": secret, **holder(user)})
     try:
         db.session.commit()
@@ -119,7 +119,8 @@ def verify() -> ResponseReturnValue:
     built once per cached key, like check-key's answer. HEAD is answered the same way.
     X-Auth-Max-Age says how long a proxy may keep the answer (PROXY_CACHE_SECONDS, and never
     past the key's expiry); a proxy that keeps it also asks /auth/key-versions whether the
-    key's shard changed meanwhile (deploy/nginx).
+    key's shard changed meanwhile (deploy/nginx). A key with limits or a quota (its own or its
+    user's) gets none: each of its calls must reach the service to be counted.
     """
     known = g.api_key
     if known.forwarded is None:
@@ -131,7 +132,7 @@ def verify() -> ResponseReturnValue:
             ("X-Auth-Key-Prefix", known.display_prefix),
             *([("X-Auth-Scopes", known.scopes)] if known.scopes is not None else []),
         ]
-    keep = float(current_app.config["PROXY_CACHE_SECONDS"])
+    keep = 0.0 if known.limits is not None else float(current_app.config["PROXY_CACHE_SECONDS"])
     if known.expires_at is not None:
         keep = min(keep, (known.expires_at - clock.now()).total_seconds())
     headers = [*known.forwarded, (MAX_AGE, seconds_text(keep))] if keep > 0 else known.forwarded
@@ -174,10 +175,12 @@ def list_keys() -> ResponseReturnValue:
     limit = page["limit"]
     found = services.user_keys(g.user.id, limit + 1, page["before"])
     listed = found[:limit]
-    recent = services.recent_requests([key.id for key in listed], clock.now().date())
+    now = clock.now()
+    recent = services.recent_requests([key.id for key in listed], now.date())
     data = ListedKeySchema(many=True).dump(listed)
-    for row in data:
+    for key, row in zip(listed, data):
         row["requests_30d"] = recent.get(row["id"], 0)
+        row["quota"] = services.quota_use(key, now)
     response = success_response("API keys", data)
     if len(found) > limit:
         following = url_for("auth.list_keys", limit=limit, before=found[limit - 1].id)
@@ -194,7 +197,8 @@ def add_key() -> ResponseReturnValue:
     calling = g.api_key.scopes
     scopes = services.scopes_for_new_key(calling, fields["scopes"]) if "scopes" in fields else calling
     user = db.session.get(User, g.user.id)
-    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key(), scopes)
+    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key(), scopes,
+                                   *services.inherited_limits(g.api_key))
     return issued_answer(KEY_CREATED, IssuedKeySchema(), key, secret)
 
 

@@ -15,8 +15,9 @@ from .. import audit, clock, keys
 from ..errors import ApiError
 from ..extensions import db
 from ..keyring import REFUSALS, Keyring
+from ..keyring.meter import NO_LIMITS, LimitSettings, period_end, period_start, set_on, settings_of
 from ..models import (
-    ApiKey, KeyRequestCount, KeyStatus, User, canonical_email, live_condition, status_condition,
+    ApiKey, KeyRefusalCount, KeyRequestCount, KeyStatus, User, canonical_email, live_condition, status_condition,
 )
 
 KEY_NOT_FOUND = "API key not found"
@@ -27,11 +28,12 @@ Row = TypeVar("Row", ApiKey, User)
 
 def issue_key(
     user: User, now: datetime, actor: str, name: str | None = None, expires_at: datetime | None = None,
-    scopes: str | None = None,
+    scopes: str | None = None, limits: LimitSettings = NO_LIMITS, limit_group: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Stage a new key for a user (restricted to scopes, as stored, or with full access), and its audit row.
 
-    Return it and the secret, never stored.
+    Its limits count in a limit group's windows when one is given. Return it and the secret,
+    never stored.
     """
     issued = keys.generate()
     # Set from the key's side: appending to user.keys would load every key the user ever held.
@@ -44,10 +46,19 @@ def issue_key(
         expires_at=expires_at,
         scopes=scopes,
     )
+    set_on(key, limits)
+    key.limit_group = limit_group
     db.session.add(key)
     restricted = f"; scopes {scopes}" if scopes is not None else ""
-    audit.record(audit.KEY_CREATED, actor=actor, target=key.display_prefix, detail=f"for {user.email}{restricted}")
+    limited = f"; {limits.describe()}" if limits != NO_LIMITS else ""
+    audit.record(audit.KEY_CREATED, actor=actor, target=key.display_prefix,
+                 detail=f"for {user.email}{restricted}{limited}")
     return key, issued.secret
+
+
+def default_limits() -> LimitSettings:
+    """The limits a new key gets when nobody says which (KEY_RATE_LIMIT_DEFAULT, KEY_QUOTA_DEFAULT)."""
+    return current_app.extensions["default_key_limits"]
 
 
 def register_user(name: str, email: str, org_name: str | None) -> User:
@@ -64,11 +75,12 @@ def user_by_email(email: str) -> User | None:
 
 def issue_for_email(
     email: str, holder: dict[str, Any], name: str | None, expires_in_days: int | None, actor: str,
-    scopes: list[str] | None = None,
+    scopes: list[str] | None = None, limits: LimitSettings | None = None,
 ) -> tuple[ApiKey, str]:
     """Stage a key for the user with an email, registering them from holder first if need be.
 
-    An operator's key (the admin, the CLI): restricted to any scopes, or with full access (None).
+    An operator's key (the admin, the CLI): restricted to any scopes, or with full access (None),
+    with any limits, or (None) the defaults.
 
     holder has the user_name and org_name a new user gets. Committing fails with
     IntegrityError if another request registered the email meanwhile.
@@ -77,7 +89,8 @@ def issue_for_email(
     if user is None:
         user = register_user(holder["user_name"], email, holder["org_name"])
         db.session.flush()
-    return add_key(user, name, expires_in_days, actor, keys.scopes_text(scopes))
+    return add_key(user, name, expires_in_days, actor, keys.scopes_text(scopes),
+                   default_limits() if limits is None else limits)
 
 
 def live_keys(user_id: int, now: datetime) -> list[ApiKey]:
@@ -137,13 +150,24 @@ def expiry(now: datetime, days: int | None) -> datetime | None:
 
 
 def add_key(
-    user: User, name: str | None, expires_in_days: int | None, actor: str, scopes: str | None = None
+    user: User, name: str | None, expires_in_days: int | None, actor: str, scopes: str | None = None,
+    limits: LimitSettings = NO_LIMITS, limit_group: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Stage another key for a user, within the cap on active keys."""
     now = clock.now()
     lock_user(user.id)
     ensure_room_for_key(user.id, now)
-    return issue_key(user, now, actor, name, expiry(now, expires_in_days), scopes)
+    return issue_key(user, now, actor, name, expiry(now, expires_in_days), scopes, limits, limit_group)
+
+
+def inherited_limits(parent: Any) -> tuple[LimitSettings, int | None]:
+    """The limits a key added or rotated from a key starts with: the parent's, counted with the parent's.
+
+    So a holder never gains room by adding or rotating keys. A parent without limits of its
+    own hands on none.
+    """
+    limits = settings_of(parent)
+    return limits, (parent.limit_group or parent.id) if limits != NO_LIMITS else None
 
 
 def scopes_for_new_key(calling: str | None, asked: list[str] | None) -> str | None:
@@ -178,7 +202,8 @@ def rotate_key(
         old.expires_at = grace_end
         announce_key_change(old)
     old.rotated_at = now
-    new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days), old.scopes)
+    new, secret = issue_key(old.user, now, actor, old.name, expiry(now, expires_in_days), old.scopes,
+                            *inherited_limits(old))
     audit.record(audit.KEY_ROTATED, actor=actor, target=old.display_prefix,
                  detail=f"replaced by {new.display_prefix}; expires {old.expires_at.isoformat()}")
     return new, secret
@@ -250,6 +275,59 @@ def resume(key: ApiKey, actor: str) -> bool:
     return change_once(key, actor, audit.KEY_RESUMED,
                        and_(ApiKey.suspended_at.is_not(None), live_condition(clock.now())),
                        suspended_at=None, suspended_by=None)
+
+
+def set_key_limits(key: ApiKey, limits: LimitSettings, actor: str) -> bool:
+    """Stage a key's new limits, audited with before and after; False when they are its limits already.
+
+    From then on they count in the key's own windows, no longer in those of the key it came from.
+    """
+    before = settings_of(key)
+    if before == limits:
+        return False
+    set_on(key, limits)
+    key.limit_group = None
+    announce_key_change(key)
+    audit.record(audit.KEY_LIMITS_CHANGED, actor=actor, target=key.display_prefix,
+                 detail=f"{whose(key)}: {before.describe()} -> {limits.describe()}")
+    return True
+
+
+def set_user_limits(user: User, limits: LimitSettings, actor: str) -> bool:
+    """Stage a user's new limits (across all their keys), audited with before and after; False when unchanged.
+
+    Every one of the user's keys is announced as changed: each worker and proxy reads them again.
+    """
+    before = settings_of(user)
+    if before == limits:
+        return False
+    set_on(user, limits)
+    keyring().stage_change(db.session, list(db.session.scalars(select(ApiKey.digest).where(ApiKey.user_id == user.id))))
+    audit.record(audit.USER_LIMITS_CHANGED, actor=actor, target=user.email,
+                 detail=f"user {user.id}: {before.describe()} -> {limits.describe()}")
+    return True
+
+
+def quota_use(subject: ApiKey | User, now: datetime) -> dict[str, Any] | None:
+    """A key's or a user's quota and its use in the current period, as the API shows it; None without one.
+
+    The use is the record (the daily request counts of the key's limit group, or of all the
+    user's keys), exact up to LAST_USED_FLUSH_SECONDS.
+    """
+    quota = settings_of(subject).quota
+    if quota is None:
+        return None
+    since = period_start(quota.period, now)
+    counted = select(func.coalesce(func.sum(KeyRequestCount.requests), 0)).where(KeyRequestCount.day >= since)
+    if isinstance(subject, ApiKey):
+        group = subject.limit_group or subject.id
+        counted = counted.join(ApiKey, ApiKey.id == KeyRequestCount.key_id).where(
+            or_(ApiKey.id == group, ApiKey.limit_group == group)
+        )
+    else:
+        counted = counted.join(ApiKey, ApiKey.id == KeyRequestCount.key_id).where(ApiKey.user_id == subject.id)
+    return {"limit": quota.limit, "period": quota.period, "used": int(db.session.scalar(counted) or 0),
+            "resets_at": period_end(quota.period, now).isoformat()}
 
 
 def keys_by_prefix(display_prefix: str) -> list[ApiKey]:
@@ -345,3 +423,15 @@ def daily_requests(key_id: int, today: date) -> list[int]:
         .where(KeyRequestCount.key_id == key_id, KeyRequestCount.day >= days[0])
     ).all())
     return [counted.get(day, 0) for day in days]
+
+
+def daily_refusals(key_id: int, today: date) -> dict[str, list[int]]:
+    """How many checks of a key were refused for each outcome on each of the last USAGE_DAYS days."""
+    days = usage_days(today)
+    counted: dict[str, dict[date, int]] = {}
+    for day, outcome, refusals in db.session.execute(
+        select(KeyRefusalCount.day, KeyRefusalCount.outcome, KeyRefusalCount.refusals)
+        .where(KeyRefusalCount.key_id == key_id, KeyRefusalCount.day >= days[0])
+    ):
+        counted.setdefault(outcome, {})[day] = refusals
+    return {outcome: [by_day.get(day, 0) for day in days] for outcome, by_day in counted.items()}

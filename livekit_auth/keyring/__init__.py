@@ -8,17 +8,21 @@ of the refusals below, which the error handlers turn into statuses.
 """
 
 import hmac
+import math
+import time
 from collections.abc import Collection
 from datetime import datetime
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import clock, keys
 from ..metrics import count_key_cache, count_key_check
-from ..models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyShard, KeyStatus, User
-from ..rate_limits import RateLimited, RateLimits
+from ..models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyRequestCount, KeyShard, KeyStatus, User
+from ..rate_limits import Counted, RateLimited, RateLimits
+from . import meter
 from .cache import Changes, KeyCache, KnownKey
 from .reader import KeyReader
 from .signal import send_after_commit
@@ -29,6 +33,7 @@ class KeyRefused(Exception):
     """A presented key that opens nothing; outcome names it in the key-check metrics."""
 
     outcome = "invalid"
+    key_id: int | None = None  # the key refused, when one was found
 
 
 class MissingKey(KeyRefused):
@@ -65,6 +70,30 @@ class MissingScope(Exception):
         self.scope = scope
 
 
+class KeyLimited(Exception):
+    """A valid key past one of its own or its user's rate limits: 429, not a failed check."""
+
+    outcome = "rate_limited_key"
+
+    def __init__(self, retry_after: int, headers: list[tuple[str, str]]) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class QuotaExhausted(KeyLimited):
+    """A valid key past its own or its user's quota, until the period's refill."""
+
+    outcome = "quota_exhausted"
+
+
+class Admission(NamedTuple):
+    """A key the check let through, and the RateLimit headers its answer carries (None: unlimited)."""
+
+    key: KnownKey
+    limit_headers: list[tuple[str, str]] | None
+
+
 # The refusal of a key in each status but active.
 REFUSALS: dict[KeyStatus, type[KeyRefused]] = {
     KeyStatus.REVOKED: RevokedKey, KeyStatus.EXPIRED: ExpiredKey, KeyStatus.SUSPENDED: SuspendedKey,
@@ -77,10 +106,23 @@ LOOK_UP = (
         ApiKey.id, ApiKey.user_id, ApiKey.digest, ApiKey.display_prefix, ApiKey.created_at,
         ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
         User.name, User.email, User.org_name, ApiKey.suspended_at, ApiKey.scopes,
+        ApiKey.rate_limit, ApiKey.quota_limit, ApiKey.quota_period,
+        User.rate_limit, User.quota_limit, User.quota_period, ApiKey.limit_group,
     )
     .join(User, ApiKey.user_id == User.id)
     .where(ApiKey.digest == bindparam("digest"))
 )
+# A quota's record: the checks the keys of a limit group (ApiKey.limit_group), or all of a
+# user's keys, passed since a day.
+QUOTA_USED = {
+    subject: select(func.coalesce(func.sum(KeyRequestCount.requests), 0))
+    .join(ApiKey, ApiKey.id == KeyRequestCount.key_id)
+    .where(whose, KeyRequestCount.day >= bindparam("since"))
+    for subject, whose in (
+        ("key", or_(ApiKey.id == bindparam("subject"), ApiKey.limit_group == bindparam("subject"))),
+        ("user", ApiKey.user_id == bindparam("subject")),
+    )
+}
 KEY_VERSION = select(KeyChanges.version).where(KeyChanges.id == 1)
 BUMP_KEY_VERSION = (
     update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)
@@ -97,6 +139,28 @@ MOVE_SOME_SHARDS = MOVE_SHARDS.where(KeyShard.shard.in_(bindparam("shards", expa
 FEED_VERSIONS = 1000
 # A change of more keys than this (a large prune) is fed as one change of every key.
 FEED_DIGESTS_PER_CHANGE = 100
+
+
+def seconds_left(metered: meter.Metered, counted: Counted, now: datetime) -> float:
+    """Until a window is refilled: a quota at its period's end (by the app's clock), a rate limit's window as the store ends it."""
+    if metered.refills_at is not None:
+        return metered.refills_at - now.timestamp()
+    return min(counted.ends_at - time.time(), metered.window.seconds)
+
+
+def tightness(metered: meter.Metered, counted: Counted, now: datetime) -> tuple[int, float]:
+    """How near a window is to refusing: the room left, then the time until it is refilled."""
+    return metered.window.amount - counted.count, seconds_left(metered, counted, now)
+
+
+def limit_headers(pair: tuple[meter.Metered, Counted], now: datetime) -> list[tuple[str, str]]:
+    """The RateLimit headers (IETF httpapi ratelimit-headers) of one window after a check."""
+    metered, counted = pair
+    return [
+        ("RateLimit-Limit", str(metered.window.amount)),
+        ("RateLimit-Remaining", str(max(metered.window.amount - counted.count, 0))),
+        ("RateLimit-Reset", str(max(math.ceil(seconds_left(metered, counted, now)), 0))),
+    ]
 
 
 FAILED_AUTH = "RATELIMIT_FAILED_AUTH"
@@ -116,7 +180,7 @@ class Keyring:
 
     def authenticate(
         self, presented: str | None, address: str, seen_version: int | None = None, scope: str | None = None
-    ) -> KnownKey:
+    ) -> Admission:
         """The active key a presented secret names, allowed in a scope when one is asked; or a refusal.
 
         A restricted key asked for a scope it lacks is refused with MissingScope: no failed
@@ -131,6 +195,9 @@ class Keyring:
         refused without a query. A valid key opens from any address: what a worker, a server or
         a proxy already holds then never decides the answer. A failed check counts against its
         address, and an address past RATELIMIT_FAILED_AUTH has its failed checks answered 429.
+
+        A key with limits (its own or its user's) is counted against them, and past one is
+        refused with KeyLimited or QuotaExhausted; only a check let through is used.
         """
         wanted = None if presented is None else keys.digest(presented)
         if seen_version is not None:
@@ -143,13 +210,50 @@ class Keyring:
             try:
                 known = self.verify(presented, wanted, known, now)
             except KeyRefused as refusal:
+                if isinstance(refusal, SuspendedKey) and refusal.key_id is not None:
+                    self.usage.note_refusal(refusal.key_id, refusal.outcome, now)
                 self.refuse(refusal, self.rate_limits.address(address))
         if scope is not None and not keys.allows(known.scopes, scope):
+            self.usage.note_refusal(known.id, "missing_scope", now)
             count_key_check("missing_scope")
             raise MissingScope(scope)
+        headers = None if known.limits is None else self.count_against_limits(known, now)
         self.usage.note(known, now)
         count_key_check("valid")
-        return known
+        return Admission(known, headers)
+
+    def count_against_limits(self, known: KnownKey, now: datetime) -> list[tuple[str, str]] | None:
+        """Count a check in the key's limits: the RateLimit headers of its tightest, or a refusal.
+
+        A limit store that fails, or a quota whose record cannot be read, lets the check through
+        uncounted, as the per-address limits do.
+        """
+        assert known.limits is not None
+        metered = meter.windows(known.limits, self.rate_limits.prefix, self.rate_limits.shared, now)
+        counting = self.rate_limits.count_all(
+            [each.window for each in metered], [each.seed is not None for each in metered],
+            lambda index: self.quota_used(metered[index].seed),
+        )
+        if counting is None:
+            return None
+        refused, counted = counting
+        if refused is None:
+            return limit_headers(min(zip(metered, counted), key=lambda pair: tightness(*pair, now)), now)
+        headers = limit_headers((metered[refused], counted[0]), now)
+        reset = int(headers[2][1])
+        refusal = KeyLimited if metered[refused].seed is None else QuotaExhausted
+        self.usage.note_refusal(known.id, refusal.outcome, now)
+        count_key_check(refusal.outcome)
+        raise refusal(max(1, reset), headers)
+
+    def quota_used(self, seed: meter.Seed | None) -> int | None:
+        """How many checks a quota's subject passed in its period, by its record; None when unread."""
+        assert seed is not None
+        try:
+            row = self.reader.first(QUOTA_USED[seed.subject], {"subject": seed.id, "since": seed.since.isoformat()})
+        except DBAPIError:
+            return None
+        return 0 if row is None else int(row[0])
 
     def cached(self, digest: str | None) -> KnownKey | None:
         """The cache's entry for a digest, once the cache is known to be current.
@@ -190,7 +294,9 @@ class Keyring:
             self.cache.put(known)
         status = known.status(now)
         if status is not KeyStatus.ACTIVE:
-            raise REFUSALS[status]()
+            refusal = REFUSALS[status]()
+            refusal.key_id = known.id
+            raise refusal
         return known
 
     def look_up(self, digest: str) -> KnownKey | None:
@@ -200,7 +306,14 @@ class Keyring:
         the cost of the query.
         """
         row = self.reader.first(LOOK_UP, {"digest": digest})
-        return None if row is None else KnownKey(*row)
+        if row is None:
+            return None
+        known = KnownKey(*row)
+        own = meter.limits_of("key", known.limit_group or known.id, known.rate_limit, known.quota_limit, known.quota_period)
+        users = meter.limits_of("user", known.user_id, known.user_rate_limit, known.user_quota_limit,
+                                known.user_quota_period)
+        known.limits = tuple(limits for limits in (own, users) if limits is not None) or None
+        return known
 
     def read_version(self) -> int:
         """The current version of the keys, which moves with every change."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from .meter import Limits
 from .signal import KeySignal
 from ..models import KeyStatus, key_status
 
@@ -47,6 +48,15 @@ class KnownKey:
     org_name: str | None
     suspended_at: datetime | None = None
     scopes: str | None = None  # as stored (keys.scopes_text); None: full access
+    rate_limit: str | None = None
+    quota_limit: int | None = None
+    quota_period: str | None = None
+    user_rate_limit: str | None = None
+    user_quota_limit: int | None = None
+    user_quota_period: str | None = None
+    limit_group: int | None = None  # the key whose windows its own limits count in; None: its own
+    # Its own limits and its user's, parsed as it is read; None for a key with none (most).
+    limits: tuple[Limits, ...] | None = None
     # What GET /auth/check-key answers for this key, rendered once by that view: a key's holder
     # and creation time never change, and the entry goes with the key when it leaves the cache.
     answer: bytes | None = None

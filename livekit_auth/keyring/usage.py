@@ -6,7 +6,7 @@ that is 0). Each write only moves last_used_at forward and only when the stored 
 than the interval, so several workers together still write a key at most once per interval.
 A key's first use of a day adds one to that day's count of keys used. Every use is also
 counted in memory, per key and day, and each batch adds those counts to the keys' daily
-request counts. Recording is best effort: a busy or absent database costs the record, never
+request counts (the record of quotas), as it adds the checks of valid keys refused, by outcome. Recording is best effort: a busy or absent database costs the record, never
 a request.
 """
 
@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from .cache import KnownKey
-from ..models import ApiKey, KeyRequestCount, KeyUseCount
+from ..models import ApiKey, KeyRefusalCount, KeyRequestCount, KeyUseCount
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class UsageRecorder:
         self.flush_seconds = flush_seconds
         self.pending: dict[int, tuple[datetime, bool]] = {}
         self.requests: defaultdict[tuple[int, date], int] = defaultdict(int)
+        self.refusals: defaultdict[tuple[int, date, str], int] = defaultdict(int)
         self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
         self.stopping = threading.Event()
@@ -82,6 +83,16 @@ class UsageRecorder:
             if last_used_at is None or now - last_used_at >= self.interval:
                 key.last_used_at = now
                 self.pending[key.id] = (now, last_used_at is None or last_used_at.date() < now.date())
+        self.written()
+
+    def note_refusal(self, key_id: int, outcome: str, now: datetime) -> None:
+        """Count a check of a valid key refused for its limits, its scopes or its suspension."""
+        with self.lock:
+            self.refusals[key_id, now.date(), outcome] += 1
+        self.written()
+
+    def written(self) -> None:
+        """Have what was noted written: at once, when flush_seconds is 0, or by the writer."""
         if self.flush_seconds <= 0:
             self.flush()
         elif self.writer is None:
@@ -109,8 +120,15 @@ class UsageRecorder:
         with self.lock:
             notes, self.pending = self.pending, {}
             requests, self.requests = self.requests, defaultdict(int)
+            refusals, self.refusals = self.refusals, defaultdict(int)
         self.write_uses(notes)
-        self.write_request_counts(requests)
+        self.write_counts(KeyRequestCount.requests, [
+            {"key_id": key_id, "day": day, "requests": number} for (key_id, day), number in sorted(requests.items())
+        ], "requests")
+        self.write_counts(KeyRefusalCount.refusals, [
+            {"key_id": key_id, "day": day, "outcome": outcome, "refusals": number}
+            for (key_id, day, outcome), number in sorted(refusals.items())
+        ], "refusals")
 
     def write_uses(self, notes: dict[int, tuple[datetime, bool]]) -> None:
         """Record last use, and the day's count of keys used, in one transaction."""
@@ -143,18 +161,16 @@ class UsageRecorder:
             # writer carries on.
             logger.warning("last use of %d keys not recorded: %s", len(notes), type(error).__name__)
 
-    def write_request_counts(self, requests: dict[tuple[int, date], int]) -> None:
-        """Add the requests counted per key and day, in key order, in a transaction of their own.
+    def write_counts(self, total: InstrumentedAttribute[int], counts: list[dict[str, Any]], what: str) -> None:
+        """Add counts (requests per key and day, refusals per key, day and outcome) in key order.
 
-        Apart from last use, so that a key deleted meanwhile (which fails the batch) costs no
-        last-use records.
+        In a transaction of their own, apart from last use, so that a key deleted meanwhile
+        (which fails the batch) costs no last-use records.
         """
-        if not requests:
+        if not counts:
             return
-        counts = [{"key_id": key_id, "day": day, "requests": number}
-                  for (key_id, day), number in sorted(requests.items())]
         try:
             with self.engine.begin() as connection:
-                add_up(connection, KeyRequestCount.requests, counts)
+                add_up(connection, total, counts)
         except DBAPIError as error:
-            logger.warning("requests of %d keys not counted: %s", len(counts), type(error).__name__)
+            logger.warning("%s of %d keys not counted: %s", what, len(counts), type(error).__name__)
