@@ -416,7 +416,9 @@ def framework_rows(result: Backend, url: str, workdir: Path, seconds: int, round
     result.uncached = {result.keys: cold_without_cache(url, workdir, seconds, rounds, key_files)}
     small_url = fresh_database(result.name, workdir, "livekit_auth_bench_small")
     seed(small_url, 1_000)
-    small_files = write_key_files(workdir, 1_000)
+    small_dir = workdir / "small"  # its own key files: the large run's limited rows still read theirs
+    small_dir.mkdir(exist_ok=True)
+    small_files = write_key_files(small_dir, 1_000)
     result.uncached[1_000] = cold_without_cache(small_url, workdir, seconds, rounds, small_files)
 
 
