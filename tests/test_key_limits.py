@@ -387,3 +387,14 @@ def test_an_admin_issues_a_limited_key_sets_limits_on_its_page_and_sees_them_use
     assert keys.display_prefix(secret) in near
     assert keys.display_prefix(api.new_key(user_email="far@example.com")) not in client.get(
         "/admin/?status=near_quota").get_data(as_text=True)
+
+
+def test_a_holder_cannot_set_or_widen_limits_through_the_api(app, api) -> None:
+    key = api.new_key(user_email="no-self-service@example.com")
+    set_limits(app, key_id(app, key), "50 per minute", Quota(100, "day"))
+    for fields in ({"rate_limit": None}, {"quota": None}, {"rate_limit": "1000000 per second"}):
+        refused = envelope_error(api.call("POST", "/auth/keys", key, json=fields), 400)
+        assert refused["message"].endswith("is not a known field")
+    added = api.call("POST", "/auth/keys", key, json={"name": "same limits"}).json["data"]
+    listed = listed_key(api, key, added["id"])
+    assert listed["rate_limit"] == "50 per minute" and listed["quota"]["limit"] == 100
