@@ -54,11 +54,15 @@ Params = ParamSpec("Params")
 
 
 class Window(NamedTuple):
-    """A fixed window a request is counted in: its store key, how many fit, how long one opened now lasts."""
+    """A fixed window a request is counted in: its store key, how many fit, how long one opened now lasts.
+
+    A seeded window opens with a count its caller reads elsewhere (a quota's, from its record).
+    """
 
     key: str
     amount: int
     seconds: int
+    seeded: bool = False
 
 
 class Counted(NamedTuple):
@@ -363,7 +367,7 @@ class RateLimits:
         self.count(setting, *scope)
 
     def count_all(
-        self, windows: Sequence[Window], seeded: Sequence[bool], seed: Callable[[int], int | None]
+        self, windows: Sequence[Window], seed: Callable[[int], int | None]
     ) -> tuple[int | None, list[Counted]] | None:
         """Count one request in every window, or, when one has no room, in none (whatever RATELIMIT_ENABLED says).
 
@@ -373,16 +377,16 @@ class RateLimits:
         counts nothing and answers None.
         """
         if self.count_script is not None:
-            return self.ask(lambda: self.count_in_redis(windows, seeded, seed), None)
-        return self.ask(lambda: self.count_each(windows, seeded, seed), None)
+            return self.ask(lambda: self.count_in_redis(windows, seed), None)
+        return self.ask(lambda: self.count_each(windows, seed), None)
 
     def count_in_redis(
-        self, windows: Sequence[Window], seeded: Sequence[bool], seed: Callable[[int], int | None]
+        self, windows: Sequence[Window], seed: Callable[[int], int | None]
     ) -> tuple[int | None, list[Counted]] | None:
         """count_all in Redis: one round trip, and a second when a seeded window has to be opened."""
         assert isinstance(self.store, RedisStorage) and self.count_script is not None
         keys = [self.store.prefixed_key(window.key) for window in windows]
-        openings: list[Any] = ["?" if wanted else "" for wanted in seeded]
+        openings: list[Any] = ["?" if window.seeded else "" for window in windows]
         for attempt in range(2):
             arguments = [value for window, opening in zip(windows, openings)
                          for value in (window.amount, window.seconds, opening)]
@@ -394,7 +398,7 @@ class RateLimits:
                 break
             if attempt:
                 return None
-            openings = [seed(index) if wanted else "" for index, wanted in enumerate(seeded)]
+            openings = [seed(index) if window.seeded else "" for index, window in enumerate(windows)]
             if None in openings:
                 return None
         now = time.time()
@@ -403,13 +407,13 @@ class RateLimits:
         return None, [Counted(answer[n], now + answer[n + 1] / 1000) for n in range(1, len(answer), 2)]
 
     def count_each(
-        self, windows: Sequence[Window], seeded: Sequence[bool], seed: Callable[[int], int | None]
+        self, windows: Sequence[Window], seed: Callable[[int], int | None]
     ) -> tuple[int | None, list[Counted]] | None:
         """count_all in any other store: each window counted, and taken back when one went past its limit."""
         counted: list[Counted] = []
         for index, window in enumerate(windows):
             count, ends_at = self.counted(window, 1)
-            if count == 1 and seeded[index]:
+            if count == 1 and window.seeded:
                 opening = seed(index)
                 if opening is None:
                     self.take_back(windows[: index + 1])

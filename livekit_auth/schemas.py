@@ -12,6 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import clock, keys
 from .errors import ApiError
+from .keyring.meter import PERIODS
 from .models import KeyStatus
 
 INVALID_EMAIL = "Invalid email address"
@@ -287,7 +288,7 @@ class QuotaSchema(Schema):
     """A key's quota and its use in the current period."""
 
     limit = fields.Integer(metadata={"description": "Checks the key may pass per period"})
-    period = fields.String(metadata={"enum": ["day", "month"], "description": "A UTC day or calendar month"})
+    period = fields.String(metadata={"enum": list(PERIODS), "description": "A UTC day or calendar month"})
     used = fields.Integer(metadata={"description": "Checks passed this period, by the record (exact to LAST_USED_FLUSH_SECONDS)"})
     resets_at = fields.String(metadata={"format": "date-time", "description": "When the period ends and the quota refills"})
 

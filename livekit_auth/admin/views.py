@@ -4,6 +4,7 @@ import csv
 import io
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flask import (
@@ -306,12 +307,15 @@ CHARTED_REFUSALS = [
 ]
 
 
+def limit_fields(settings: LimitSettings) -> dict[str, Any]:
+    """Limits as a limits form's fields start: rate limit, quota and period (a month by default)."""
+    return {"rate_limit": settings.rate_limit, "quota": settings.quota.limit if settings.quota else None,
+            "quota_period": settings.quota.period if settings.quota else "month"}
+
+
 def limits_form(row: ApiKey | User) -> LimitsForm:
     """The limits form of a key or a user, filled with what it carries now."""
-    settings = settings_of(row)
-    return LimitsForm(formdata=None, rate_limit=settings.rate_limit,
-                      quota=settings.quota.limit if settings.quota else None,
-                      quota_period=settings.quota.period if settings.quota else "month")
+    return LimitsForm(formdata=None, **limit_fields(settings_of(row)))
 
 
 @bp.get("/keys/<int:key_id>")
@@ -442,9 +446,7 @@ def issue() -> ResponseReturnValue:
 
     The form starts with the default limits of new keys (KEY_RATE_LIMIT_DEFAULT, KEY_QUOTA_DEFAULT).
     """
-    defaults = services.default_limits()
-    form = IssueKeyForm(rate_limit=defaults.rate_limit, quota=defaults.quota.limit if defaults.quota else None,
-                        quota_period=defaults.quota.period if defaults.quota else "month")
+    form = IssueKeyForm(**limit_fields(services.default_limits()))
     if not form.validate_on_submit():
         return render_template("admin/issue.html", form=form), 400 if request.method == "POST" else 200
     email = form.email.data.strip()

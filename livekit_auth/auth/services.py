@@ -14,7 +14,7 @@ from sqlalchemy.orm import joinedload
 from .. import audit, clock, keys
 from ..errors import ApiError
 from ..extensions import db
-from ..keyring import REFUSALS, Keyring
+from ..keyring import QUOTA_USED, REFUSALS, Keyring
 from ..keyring.meter import NO_LIMITS, LimitSettings, period_end, period_start, set_on, settings_of
 from ..models import (
     ApiKey, KeyRefusalCount, KeyRequestCount, KeyStatus, User, canonical_email, live_condition, status_condition,
@@ -317,16 +317,9 @@ def quota_use(subject: ApiKey | User, now: datetime) -> dict[str, Any] | None:
     quota = settings_of(subject).quota
     if quota is None:
         return None
-    since = period_start(quota.period, now)
-    counted = select(func.coalesce(func.sum(KeyRequestCount.requests), 0)).where(KeyRequestCount.day >= since)
-    if isinstance(subject, ApiKey):
-        group = subject.limit_group or subject.id
-        counted = counted.join(ApiKey, ApiKey.id == KeyRequestCount.key_id).where(
-            or_(ApiKey.id == group, ApiKey.limit_group == group)
-        )
-    else:
-        counted = counted.join(ApiKey, ApiKey.id == KeyRequestCount.key_id).where(ApiKey.user_id == subject.id)
-    return {"limit": quota.limit, "period": quota.period, "used": int(db.session.scalar(counted) or 0),
+    kind, counted_as = ("key", subject.limit_group or subject.id) if isinstance(subject, ApiKey) else ("user", subject.id)
+    used = db.session.scalar(QUOTA_USED[kind], {"subject": counted_as, "since": period_start(quota.period, now)})
+    return {"limit": quota.limit, "period": quota.period, "used": int(used or 0),
             "resets_at": period_end(quota.period, now).isoformat()}
 
 

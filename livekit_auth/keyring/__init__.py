@@ -231,20 +231,18 @@ class Keyring:
         assert known.limits is not None
         metered = meter.windows(known.limits, self.rate_limits.prefix, self.rate_limits.shared, now)
         counting = self.rate_limits.count_all(
-            [each.window for each in metered], [each.seed is not None for each in metered],
-            lambda index: self.quota_used(metered[index].seed),
+            [each.window for each in metered], lambda index: self.quota_used(metered[index].seed)
         )
         if counting is None:
             return None
         refused, counted = counting
         if refused is None:
             return limit_headers(min(zip(metered, counted), key=lambda pair: tightness(*pair, now)), now)
-        headers = limit_headers((metered[refused], counted[0]), now)
-        reset = int(headers[2][1])
+        full = (metered[refused], counted[0])
         refusal = KeyLimited if metered[refused].seed is None else QuotaExhausted
         self.usage.note_refusal(known.id, refusal.outcome, now)
         count_key_check(refusal.outcome)
-        raise refusal(max(1, reset), headers)
+        raise refusal(max(1, math.ceil(seconds_left(*full, now))), limit_headers(full, now))
 
     def quota_used(self, seed: meter.Seed | None) -> int | None:
         """How many checks a quota's subject passed in its period, by its record; None when unread."""

@@ -149,7 +149,7 @@ def windows(every: tuple[Limits, ...], prefix: str, shared_store: bool, now: dat
             if not shared_store:
                 seconds = min(seconds, QUOTA_SYNC_SECONDS)
             key = f"{prefix}/quota/{limits.subject}/{limits.id}/{since.isoformat()}"
-            window = Window(key, limits.quota.limit, max(seconds, 1))
+            window = Window(key, limits.quota.limit, max(seconds, 1), seeded=True)
             metered.append(Metered(window, Seed(limits.subject, limits.id, since), refills_at))
     return metered
 

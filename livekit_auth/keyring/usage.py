@@ -6,8 +6,9 @@ that is 0). Each write only moves last_used_at forward and only when the stored 
 than the interval, so several workers together still write a key at most once per interval.
 A key's first use of a day adds one to that day's count of keys used. Every use is also
 counted in memory, per key and day, and each batch adds those counts to the keys' daily
-request counts (the record of quotas), as it adds the checks of valid keys refused, by outcome. Recording is best effort: a busy or absent database costs the record, never
-a request.
+request counts (the record of quotas), as it adds the checks of valid keys refused, by
+outcome. Recording is best effort: a busy or absent database costs the record, never a
+request.
 """
 
 import atexit
