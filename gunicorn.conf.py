@@ -91,7 +91,7 @@ if metrics_directory_made:
 
 
 # The workers of this server hear of each other's key changes at once through one number in a
-# file made here, before they are forked (livekit_auth/keyring/signal.py). This file does not import
+# file made here, before they are forked (livekit_auth/apikeys/signal.py). This file does not import
 # the app: prometheus_client must first be imported after PROMETHEUS_MULTIPROC_DIR is set.
 if "LIVEKIT_AUTH_KEY_SIGNAL" not in os.environ:
     signal_descriptor, signal_path = tempfile.mkstemp(prefix="livekit-auth-keys-")

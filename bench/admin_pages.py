@@ -1,7 +1,7 @@
 """Time the admin pages on a database that already holds many keys (e.g. one make bench seeded).
 
-    python bench/admin_pages.py sqlite:////path/to/bench.db
-    python bench/admin_pages.py postgresql://postgres@127.0.0.1/livekit_auth_bench_1000000
+    python -m bench.admin_pages sqlite:////path/to/bench.db
+    python -m bench.admin_pages postgresql://postgres@127.0.0.1/livekit_auth_bench_1000000
 
 It creates (or replaces) the admin perf@example.com in that database, logs in through the test
 client, and prints the best of three timings for each page: the first view computes the
@@ -11,18 +11,15 @@ overview, later ones use the cached counts.
 import re
 import sys
 import time
-from pathlib import Path
 
 from sqlalchemy import delete
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from livekit_auth import clock, create_app  # noqa: E402
-from livekit_auth.admin import queries  # noqa: E402
-from livekit_auth.admin.accounts import hash_password  # noqa: E402
-from livekit_auth.config import database_url  # noqa: E402
-from livekit_auth.extensions import db  # noqa: E402
-from livekit_auth.models import Admin  # noqa: E402
+from livekit_auth import clock, create_app
+from livekit_auth.admin import queries
+from livekit_auth.admin.accounts import hash_password
+from livekit_auth.admin.models import Admin
+from livekit_auth.config import database_url
+from livekit_auth.extensions import db
 
 EMAIL, PASSWORD = "perf@example.com", "admin pages perf password"
 PAGES = [

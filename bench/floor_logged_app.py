@@ -8,8 +8,9 @@ what those duties cost as we do them, before any key is checked.
 
 from flask import Flask, request
 
-from bench.floor_app import health
 from livekit_auth.observability import RequestLog
+
+from .floor_app import health
 
 app = Flask(__name__)
 app.add_url_rule("/health", view_func=health)

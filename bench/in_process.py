@@ -3,8 +3,8 @@ route and against the bare route with our request log, through each app's WSGI c
 the production defaults (limits on, metrics in multiprocess mode, the request log written to a
 file).
 
-Run by bench.py as a subprocess, so that its settings stay out of the servers' environment:
-python bench/in_process.py DATABASE_URL LOG_FILE [REQUESTS]; it prints a JSON object on
+Run by make bench as a subprocess, so that its settings stay out of the servers' environment:
+python -m bench.in_process DATABASE_URL LOG_FILE [REQUESTS]; it prints a JSON object on
 standard error.
 """
 
@@ -14,15 +14,12 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="livekit-bench-metrics-")
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path[0] = str(PROJECT)  # the project, not this folder, whose bench.py would hide the bench package
+from livekit_auth import create_app
 
-from bench.floor_app import app as floor_app  # noqa: E402
-from bench.floor_logged_app import app as floor_logged_app  # noqa: E402
-from livekit_auth import create_app  # noqa: E402
+from .floor_app import app as floor_app
+from .floor_logged_app import app as floor_logged_app
 
 ROUNDS = 7
 

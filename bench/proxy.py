@@ -1,6 +1,6 @@
 """make bench's forward-authentication rows: a protected call against the same call unprotected.
 
-nginx runs deploy/nginx's configuration as the tests run it (tests/support.running_nginx), with
+nginx runs deploy/nginx's configuration as the tests run it (servers.running_nginx), with
 a worker per core, in front of two app servers with the production defaults and their limits in
 Redis, as docs/deployment.md deploys them, and protects the floor app (bench/floor_app.py) under
 /agents/. The bench adds one location, /unprotected/, that passes to the same upstream route
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import requests
 
-from bench.reach import revocation_reach
-from tests.support import child_pids, running_nginx
+from .reach import revocation_reach
+from .servers import child_pids, running_nginx
 
 # Row: the path wrk asks for, and the key file it sends.
 ROWS = {

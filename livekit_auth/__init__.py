@@ -10,16 +10,17 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import commands, config, errors, gate, health, openapi
 from .admin import views as admin_views
+from .apikeys.cache import KeyCache
+from .apikeys.keyring import Keyring
+from .apikeys.meter import default_limits
+from .apikeys.services import KeySettings
+from .apikeys.signal import signal_from_environment
+from .apikeys.usage import UsageRecorder
 from .auth import routes as auth_routes
 from .extensions import csrf, db, migrate
-from .keyring import Keyring
 from .observability import RequestLog
-from .sessions import SessionOnlyWhenSent
-from .keyring.cache import KeyCache
-from .keyring.meter import default_limits
-from .keyring.signal import signal_from_environment
-from .keyring.usage import UsageRecorder
 from .rate_limits import RateLimits
+from .sessions import SessionOnlyWhenSent
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -57,7 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     with app.app_context():
         engine = db.engine
     app.extensions["rate_limits"] = RateLimits(app.config)
-    app.extensions["default_key_limits"] = default_limits(app.config)
+    app.extensions["key_settings"] = KeySettings(app.config["MAX_ACTIVE_KEYS_PER_USER"], default_limits(app.config))
     app.extensions["keyring"] = Keyring(
         engine,
         KeyCache(app.config["KEY_CACHE_SIZE"], app.config["KEY_CACHE_POLL_SECONDS"], signal_from_environment()),

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 from flask import current_app, request
 from marshmallow import Schema
 
-from .schemas import load_json_body
+from .bodies import load_json_body
+from .marks import Marks
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -48,19 +49,22 @@ class Operation:
     uses_database: bool = True
 
 
+OPERATIONS: Marks[Operation] = Marks()
+
+
 def documented(**declared: Any) -> Callable[[View], View]:
-    """Declare an endpoint's input, output and own statuses on its view."""
+    """Declare an endpoint's input, output and own statuses for its view."""
 
     def mark(view: View) -> View:
-        setattr(view, "operation", Operation(**declared))
+        OPERATIONS.put(view, Operation(**declared))
         return view
 
     return mark
 
 
 def operation_of(view: Callable[..., Any]) -> Operation | None:
-    """The declaration on a view, if it is a documented JSON endpoint."""
-    return getattr(view, "operation", None)
+    """The declaration of a view, if it is a documented JSON endpoint."""
+    return OPERATIONS.of(view)
 
 
 def declared() -> Operation:

@@ -13,13 +13,16 @@ from marshmallow import Schema, ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from . import audit, clock, keys
+from . import clock
 from .admin import accounts
-from .auth import services
-from .errors import ApiError, describe_validation_error
+from .apikeys import audit, keys, reports
+from .apikeys.errors import KeyRuleBroken
+from .apikeys.meter import NO_LIMITS, PERIODS, LimitSettings, settings_from, settings_of
+from .apikeys.models import ApiKey, KeyStatus, User, canonical_email
+from .apikeys.services import KeyService
+from .context import key_service, record
+from .errors import describe_validation_error
 from .extensions import db
-from .keyring.meter import NO_LIMITS, PERIODS, LimitSettings, settings_from, settings_of
-from .models import ApiKey, KeyStatus, User, canonical_email
 from .schemas import CreateKeySchema, NewKeySchema, normalise_email, timestamp
 
 # What the commands call the API's fields, in their messages.
@@ -121,12 +124,12 @@ def create_key(
         "user_email": address, "user_name": user_name or address.split("@")[0], "org_name": org,
     })
     try:
-        _, secret = services.issue_for_email(
+        _, secret = key_service().issue_for_email(
             address, holder, key_fields["name"], key_fields["expires_in_days"], audit.CLI, key_fields.get("scopes"),
             limits,
         )
         db.session.commit()
-    except ApiError as error:
+    except KeyRuleBroken as error:
         raise click.ClickException(error.message) from error
     except IntegrityError as error:
         raise click.ClickException("The user was registered meanwhile; run the command again") from error
@@ -145,15 +148,15 @@ def iso(moment: datetime | None) -> str | None:
 def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
     """Print keys, oldest first: never a key, only its display prefix."""
     now = clock.now()
-    found = services.keys_with_users(email_option(email), KeyStatus(status) if status else None, now)
-    requests = services.recent_requests([key.id for key in found], now.date())
+    found = key_service().keys_with_users(email_option(email), KeyStatus(status) if status else None, now)
+    requests = reports.recent_requests(db.session, [key.id for key in found], now.date())
     if as_json:
         click.echo(json.dumps([{
             "id": key.id, "name": key.name, "display_prefix": key.display_prefix,
             "status": key.status(now).value, "created_at": iso(key.created_at),
             "expires_at": iso(key.expires_at), "last_used_at": iso(key.last_used_at),
             "revoked_at": iso(key.revoked_at), "scopes": keys.scope_list(key.scopes),
-            "rate_limit": key.rate_limit, "quota": services.quota_use(key, now),
+            "rate_limit": key.rate_limit, "quota": key_service().quota_use(key, now),
             "requests_30d": requests.get(key.id, 0),
             "email": key.user.email, "org_name": key.user.org_name,
         } for key in found], indent=2))
@@ -184,7 +187,7 @@ def revoke_key(prefix_or_id: str | None, from_stdin: bool) -> None:
     if not from_stdin and prefix_or_id is None:
         raise click.UsageError("Name the key by its id or prefix, or send the whole key with --stdin")
     key = key_from_stdin() if from_stdin else named_key(prefix_or_id)
-    if not services.revoke(key, audit.CLI):
+    if not key_service().revoke(key, audit.CLI):
         click.echo(f"Key {key.id} ({key.display_prefix}) was already revoked")
         return
     db.session.commit()
@@ -196,9 +199,9 @@ def named_key(prefix_or_id: str) -> ApiKey:
     if keys.is_well_formed(prefix_or_id):
         raise click.UsageError("That is a whole key: send it with --stdin, so that it is in no shell history")
     if prefix_or_id.isascii() and prefix_or_id.isdigit():  # "²".isdigit() too, but no int() takes it
-        matches = [key for key in [services.key_by_id(int(prefix_or_id))] if key is not None]
+        matches = [key for key in [key_service().key_by_id(int(prefix_or_id))] if key is not None]
     else:
-        matches = services.keys_by_prefix(prefix_or_id)
+        matches = key_service().keys_by_prefix(prefix_or_id)
     if not matches:
         # Text longer than a prefix may be most of a key: only its start is said back.
         length = keys.DISPLAY_PREFIX_LENGTH
@@ -213,19 +216,21 @@ def named_key(prefix_or_id: str) -> ApiKey:
 @click.argument("prefix_or_id")
 def suspend_key(prefix_or_id: str) -> None:
     """Suspend a key, named by its id or display prefix: refused until resumed."""
-    change_suspension(named_key(prefix_or_id), services.suspend, KeyStatus.SUSPENDED, "Suspended")
+    change_suspension(named_key(prefix_or_id), KeyService.suspend, KeyStatus.SUSPENDED, "Suspended")
 
 
 @keys_cli.command("resume")
 @click.argument("prefix_or_id")
 def resume_key(prefix_or_id: str) -> None:
     """Resume a suspended key, named by its id or display prefix."""
-    change_suspension(named_key(prefix_or_id), services.resume, KeyStatus.ACTIVE, "Resumed")
+    change_suspension(named_key(prefix_or_id), KeyService.resume, KeyStatus.ACTIVE, "Resumed")
 
 
-def change_suspension(key: ApiKey, change: Callable[[ApiKey, str], bool], wanted: KeyStatus, done: str) -> None:
+def change_suspension(
+    key: ApiKey, change: Callable[[KeyService, ApiKey, str], bool], wanted: KeyStatus, done: str
+) -> None:
     """Suspend or resume a key and say so; a key already so is said to be, a dead one refused."""
-    if change(key, audit.CLI):
+    if change(key_service(), key, audit.CLI):
         db.session.commit()
         click.echo(f"{done} key {key.id} ({key.display_prefix})")
         return
@@ -250,7 +255,7 @@ def limit_key(prefix_or_id: str, rate: str | None, quota: int | None, period: st
     """Set a key's own rate limits and quota, named by its id or display prefix; audited."""
     key = named_key(prefix_or_id)
     change_limits(key, f"key {key.id} ({key.display_prefix})", asked_limits(rate, quota, period, clear),
-                  services.set_key_limits)
+                  KeyService.set_key_limits)
 
 
 def asked_limits(rate: str | None, quota: int | None, period: str | None, clear: bool) -> LimitSettings:
@@ -262,9 +267,9 @@ def asked_limits(rate: str | None, quota: int | None, period: str | None, clear:
 
 
 def change_limits(row: ApiKey | User, named: str, limits: LimitSettings,
-                  change: Callable[[Any, LimitSettings, str], bool]) -> None:
+                  change: Callable[[KeyService, Any, LimitSettings, str], bool]) -> None:
     """Set a key's or a user's limits and say what they are now."""
-    if change(row, limits, audit.CLI):
+    if change(key_service(), row, limits, audit.CLI):
         db.session.commit()
         click.echo(f"Limits of {named}: {limits.describe()}")
         return
@@ -279,7 +284,7 @@ def key_from_stdin() -> ApiKey:
             f"Standard input holds {len(given) or 'no'} {'line' if len(given) == 1 else 'lines'}; "
             "send exactly one key, on one line"
         )
-    found = services.key_by_secret(given[0])
+    found = key_service().key_by_secret(given[0])
     if found is None:
         raise click.ClickException("What standard input holds is not a known key")
     return found
@@ -292,7 +297,7 @@ def key_from_stdin() -> ApiKey:
 def prune_keys(revoked_older_than_days: int, dry_run: bool) -> None:
     """Delete keys that were revoked or expired long ago, one audit row each; users stay."""
     cutoff = clock.now() - timedelta(days=revoked_older_than_days)
-    doomed = services.prune(cutoff, audit.CLI, dry_run=dry_run)
+    doomed = key_service().prune(cutoff, audit.CLI, dry_run=dry_run)
     for key in doomed:
         click.echo(f"{key.id:>6}  {key.display_prefix:<14} {key.user.email}")
     if dry_run:
@@ -313,10 +318,10 @@ users_cli = OperatorCommands(
 def limit_user(email: str, rate: str | None, quota: int | None, period: str | None, clear: bool) -> None:
     """Set the rate limits and quota that all of a user's keys count against together; audited."""
     limits = asked_limits(rate, quota, period, clear)
-    user = services.user_by_email(email_option(email) or email)
+    user = key_service().user_by_email(email_option(email) or email)
     if user is None:
         raise click.ClickException(f"No user has the email {canonical_email(email)}")
-    change_limits(user, user.email, limits, services.set_user_limits)
+    change_limits(user, user.email, limits, KeyService.set_user_limits)
 
 
 admin_cli = OperatorCommands(
@@ -337,7 +342,7 @@ def create_admin(email: str, password_stdin: bool) -> None:
     else:
         password_hash = asked_password_hash()
     accounts.add_admin(address, password_hash)
-    audit.record(audit.ADMIN_CREATED, actor=audit.CLI, target=address)
+    record(audit.ADMIN_CREATED, actor=audit.CLI, target=address)
     db.session.commit()
     click.echo(f"Created admin {address}")
 
@@ -385,7 +390,7 @@ def delete_admin(email: str) -> None:
     if admin is None:
         raise click.ClickException(f"No admin has the email {canonical_email(email)}")
     accounts.delete_admin(admin)
-    audit.record(audit.ADMIN_DELETED, actor=audit.CLI, target=admin.email)
+    record(audit.ADMIN_DELETED, actor=audit.CLI, target=admin.email)
     db.session.commit()
     click.echo(f"Deleted admin {admin.email}")
 

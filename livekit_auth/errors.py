@@ -1,26 +1,33 @@
-"""The app-level error handlers, all answering in the one envelope."""
+"""The app-level error handlers, all answering in the one envelope.
+
+This is the one place where the key domain's errors (apikeys/errors.py) get their HTTP
+statuses and the contract's messages.
+"""
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Blueprint, Flask, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .apikeys.errors import (
+    ExpiredKey, InvalidKey, KeyLimited, KeyNotFound, KeyRefused, KeyRuleBroken, MissingKey, MissingScope,
+    QuotaExhausted, RevokedKey, ScopeNotHeld, SuspendedKey, TooManyKeys,
+)
 from .blueprints import owning_blueprint
 from .envelope import error_response
 from .extensions import db
-from .keyring import (
-    ExpiredKey, InvalidKey, KeyLimited, KeyRefused, MissingKey, MissingScope, QuotaExhausted, RevokedKey,
-    SuspendedKey,
-)
+from .marks import Marks
 from .rate_limits import RateLimited
 
 DATABASE_WARNED_AT = "database_warned_at"  # app.extensions: when this worker last said the database was gone
 DATABASE_WARNING_SECONDS = 60.0
+ErrorPage = Callable[[int, str, dict[str, str]], ResponseReturnValue]
+ERROR_PAGES: Marks[ErrorPage] = Marks()  # the blueprints that answer errors with pages of their own
 
 
 class ApiError(Exception):
@@ -49,9 +56,14 @@ def describe_validation_error(
     return "; ".join(problem for problems in messages.values() for problem in problems), messages
 
 
+def renders_errors(blueprint: Blueprint, page: ErrorPage) -> None:
+    """Have a blueprint answer the errors on its paths with its own page instead of the envelope."""
+    ERROR_PAGES.put(blueprint, page)
+
+
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> ResponseReturnValue:
     """The envelope, unless the blueprint that owns the path renders errors its own way."""
-    render = getattr(owning_blueprint(), "error_page", None)
+    render = ERROR_PAGES.of(owning_blueprint())
     if render is not None:
         return render(status, message, headers or {})
     return error_response(status, message, headers=headers)
@@ -110,11 +122,18 @@ def handle_missing_scope(error: MissingScope) -> ResponseReturnValue:
 
 
 KEY_LIMIT_MESSAGES = {KeyLimited: "API key rate limit exceeded", QuotaExhausted: "API key quota exhausted"}
+# The status of each rule of the key domain; the message is the rule's own.
+KEY_RULE_STATUSES: dict[type[KeyRuleBroken], int] = {KeyNotFound: 404, ScopeNotHeld: 403, TooManyKeys: 409}
 
 
 def handle_key_limited(error: KeyLimited) -> ResponseReturnValue:
     """Answer a valid key past its own or its user's rate limit or quota with 429, and when to try again."""
     return failure(429, KEY_LIMIT_MESSAGES[type(error)], {"Retry-After": str(error.retry_after), **dict(error.headers)})
+
+
+def handle_key_rule_broken(error: KeyRuleBroken) -> ResponseReturnValue:
+    """Answer a change of keys the domain refuses with the rule's status and message."""
+    return failure(KEY_RULE_STATUSES[type(error)], error.message)
 
 
 def handle_validation_error(error: ValidationError) -> ResponseReturnValue:
@@ -157,6 +176,7 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(MissingScope, handle_missing_scope)
     app.register_error_handler(KeyLimited, handle_key_limited)
     app.register_error_handler(KeyRefused, handle_key_refused)
+    app.register_error_handler(KeyRuleBroken, handle_key_rule_broken)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(InterfaceError, handle_database_unavailable)

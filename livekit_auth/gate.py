@@ -4,31 +4,37 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 
+from .apikeys.keys import SCOPE_PATTERN
 from .blueprints import owning_blueprint
 from .errors import ApiError
-from .keys import SCOPE_PATTERN
+from .marks import Marks
 from .observability import LOGGED_ENDPOINT, LOGGED_KEY
 
 Target = TypeVar("Target")
 KEY_VERSION_DIGITS = 19  # a BIGINT's
+PUBLIC: Marks[bool] = Marks()  # the views and blueprints open without a key
 
 
 def public(target: Target) -> Target:
     """Mark a view function, or a whole blueprint, as open without an API key."""
-    setattr(target, "is_public", True)
+    PUBLIC.put(target, True)
     return target
+
+
+def is_public(target: object) -> bool:
+    """Whether a view function (or one it wraps) or a blueprint is marked public."""
+    return PUBLIC.of(target) is not None
 
 
 def is_public_request(endpoint: str | None) -> bool:
     """Tell whether the request is on the allow-list; an unmatched path only under a public prefix."""
     if endpoint is None:
-        return getattr(owning_blueprint(), "is_public", False)
+        return is_public(owning_blueprint())
     decided = current_app.extensions["public_endpoints"]
     is_open = decided.get(endpoint)
     if is_open is None:
         is_open = decided[endpoint] = endpoint == "static" or any(
-            getattr(target, "is_public", False)
-            for target in (owning_blueprint(), current_app.view_functions[endpoint])
+            is_public(target) for target in (owning_blueprint(), current_app.view_functions[endpoint])
         )
     return is_open
 

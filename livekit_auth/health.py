@@ -14,7 +14,7 @@ from .envelope import error_response, success_response
 from .errors import ApiError
 from .extensions import db
 from .gate import public
-from .keyring import FAILED_AUTH, FAILED_AUTH_SCOPE
+from .apikeys.keyring import FAILED_AUTH, FAILED_AUTH_SCOPE
 from .metrics import exposition
 
 bp = Blueprint("health", __name__)

@@ -12,10 +12,12 @@ from marshmallow import Schema
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
-from . import keys, schemas
+from . import schemas
+from .apikeys import keys
 from .apidoc import DOCUMENT, FORWARDED, KEY_VERSIONS, Operation, documented, operation_of
 from .errors import ApiError
-from .gate import public
+from .gate import is_public, public
+from .throttles import THROTTLED
 
 bp = Blueprint("docs", __name__)
 SECURITY_SCHEME = "ApiKeyHeader"
@@ -160,7 +162,7 @@ def success_response(data: Any, gated: bool) -> dict[str, Any]:
 def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
     """Every error status a documented view can answer: its own, and those that follow from the rest."""
     answered = {*declared.statuses, 414, 431, 500}  # 414 and 431: gunicorn's limits on any request
-    if not getattr(view, "is_public", False):
+    if not is_public(view):
         # The gate: a refused key, a scope the key lacks (or an X-Required-Scope that is none), an
         # address throttled after failed checks, a key past its own or its user's limits.
         answered |= {400, 401, 403, 429}
@@ -168,7 +170,7 @@ def statuses(view: Callable[..., Any], declared: Operation) -> set[int]:
         answered |= {400, 413, 415}
     if declared.query is not None:
         answered.add(400)
-    if getattr(view, "rate_limited", False):
+    if THROTTLED.of(view):
         answered.add(429)
     if declared.uses_database:
         answered.add(503)
@@ -181,7 +183,7 @@ def operation(endpoint: str, rule: Rule, declared: Operation) -> dict[str, Any]:
     data = declared.data
     responses: dict[str, Any] = (
         {"204": FORWARDED_RESPONSE} if data == FORWARDED
-        else {"200": success_response(data, not getattr(view, "is_public", False))}
+        else {"200": success_response(data, not is_public(view))}
     )
     for status in sorted(statuses(view, declared)):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
@@ -191,7 +193,7 @@ def operation(endpoint: str, rule: Rule, declared: Operation) -> dict[str, Any]:
         "tags": [endpoint.split(".")[0]],
         "responses": responses,
     }
-    if getattr(view, "is_public", False):
+    if is_public(view):
         result["security"] = []
     if declared.body is not None:
         result["requestBody"] = {

@@ -3,7 +3,8 @@
 Built on the `limits` library (the one Flask-Limiter is built on, so `memory://` and
 `redis://` stores work as before) rather than on Flask-Limiter, whose hooks evaluate every
 request of the app and cost more than Flask itself. A route declares its limit with
-@limit_per_address; the key check keeps its own count of failures (Keyring.refuse, in keyring/).
+@limit_per_address (throttles.py); the key check keeps its own count of failures
+(Keyring.refuse, in apikeys/keyring.py). Nothing here knows about requests.
 
 A store that fails or does not answer within STORE_TIMEOUT_SECONDS lets requests through
 (fail-open): it is then left alone for STORE_RETRY_SECONDS, one warning is logged for the
@@ -22,17 +23,14 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache, wraps
-from typing import Any, NamedTuple, ParamSpec
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-from flask import current_app, g, request
-from flask.typing import ResponseReturnValue
 from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import RedisClusterStorage, RedisStorage, Storage, storage_from_string
-from werkzeug.wrappers import Response
 
 from .config import SettingError
 from .metrics import LIMIT_STORE_ERRORS
@@ -50,7 +48,6 @@ LIMIT_SETTINGS = (
     "RATELIMIT_CREATE_KEY", "RATELIMIT_FAILED_AUTH", "RATELIMIT_ADMIN_LOGIN", "RATELIMIT_KEY_ISSUE",
     "RATELIMIT_LEAK_REPORT",
 )
-Params = ParamSpec("Params")
 
 
 class Window(NamedTuple):
@@ -461,58 +458,3 @@ class RateLimits:
             return otherwise
         self.failing = False
         return answer
-
-
-def rate_limits() -> RateLimits:
-    """The current app's limits."""
-    return current_app.extensions["rate_limits"]
-
-
-def limit_per_address(
-    setting: str,
-    counts: Callable[[Response], bool] | None = None,
-    methods: Collection[str] = ("POST",),
-) -> Callable[[Callable[Params, ResponseReturnValue]], Callable[Params, ResponseReturnValue]]:
-    """Limit a view's requests of some methods per client address, to the limit a setting names.
-
-    Without `counts` every request counts and the one past the limit is refused. With it, only
-    the answers it picks count (failed logins, say), and an address already out of room is
-    refused before the view runs.
-    """
-
-    def decorate(view: Callable[Params, ResponseReturnValue]) -> Callable[Params, ResponseReturnValue]:
-        @wraps(view)
-        def limited(*args: Params.args, **kwargs: Params.kwargs) -> ResponseReturnValue:
-            if request.method not in methods:
-                return view(*args, **kwargs)
-            scope = (view.__name__, rate_limits().address(request.remote_addr or ""))
-            if counts is None:
-                rate_limits().take(setting, *scope)
-                return view(*args, **kwargs)
-            rate_limits().check(setting, *scope)
-            response = current_app.make_response(view(*args, **kwargs))
-            if counts(response):
-                rate_limits().count(setting, *scope)
-            return response
-
-        setattr(limited, "rate_limited", True)  # the OpenAPI document lists its 429
-        return limited
-
-    return decorate
-
-
-def limit_per_user(
-    setting: str, scope: str
-) -> Callable[[Callable[Params, ResponseReturnValue]], Callable[Params, ResponseReturnValue]]:
-    """Limit the authenticated user's requests to the views that share a scope, to a setting's limit."""
-
-    def decorate(view: Callable[Params, ResponseReturnValue]) -> Callable[Params, ResponseReturnValue]:
-        @wraps(view)
-        def limited(*args: Params.args, **kwargs: Params.kwargs) -> ResponseReturnValue:
-            rate_limits().take(setting, scope, str(g.user.id))
-            return view(*args, **kwargs)
-
-        setattr(limited, "rate_limited", True)
-        return limited
-
-    return decorate

@@ -15,8 +15,9 @@ from livekit_auth import clock, create_app
 from livekit_auth.config import database_url
 from livekit_auth.admin.accounts import hash_password
 from livekit_auth.extensions import db
-from livekit_auth.keyring.reader import KeyReader, PreparedRead
-from livekit_auth.models import Admin
+from livekit_auth.apikeys.reader import KeyReader, PreparedRead
+from livekit_auth.apikeys.usage import UsageRecorder
+from livekit_auth.admin.models import Admin
 
 from .support import (
     ADMIN_EMAIL, ADMIN_PASSWORD, AdminActions, empty_tables, local_services, release, require_service,
@@ -59,10 +60,29 @@ def database_uri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def reset_postgres_schema(uri: str) -> None:
     """Drop everything in the test database's public schema."""
     engine = sa.create_engine(uri)
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP SCHEMA public CASCADE"))
-        connection.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+            connection.execute(sa.text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def batched_usage(app: Flask) -> Iterator[Callable[[float], UsageRecorder]]:
+    """Have the app write its uses in batches every so many seconds, from a thread stopped when the test ends."""
+    recorders: list[UsageRecorder] = []
+
+    def install(flush_seconds: float) -> UsageRecorder:
+        with app.app_context():
+            recorder = UsageRecorder(db.engine, 60, flush_seconds=flush_seconds)
+        app.extensions["keyring"].usage = recorder
+        recorders.append(recorder)
+        return recorder
+
+    yield install
+    for recorder in recorders:
+        recorder.stop()
 
 
 @pytest.fixture

@@ -1,18 +1,17 @@
-"""Helpers shared by the tests: envelope checks, required services, a real gunicorn."""
+"""Helpers shared by the tests: envelope checks, required services, admin actions.
 
+The real servers (gunicorn, nginx) start in bench/servers.py, which make bench uses too.
+"""
+
+import dataclasses
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,16 +21,12 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.servers import NGINX, NGINX_MODULES, PROJECT_ROOT
 from livekit_auth import create_app
 from livekit_auth.config import database_url
 from livekit_auth.extensions import db
-from livekit_auth.models import AuditEvent
+from livekit_auth.apikeys.models import AuditEvent
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NGINX = "/usr/sbin/nginx"
-NGINX_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so")
-NGINX_DEPLOY = PROJECT_ROOT / "deploy" / "nginx"
-NGINX_CONFIG = NGINX_DEPLOY / "livekit-auth.conf"
 # .ci/run sets this so that a missing service fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -84,103 +79,6 @@ def release(app: Flask) -> None:
         db.engine.dispose()
 
 
-def free_port() -> int:
-    """Ask the kernel for a port nobody is listening on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes a process started."""
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(child) for child in out.stdout.split()]
-
-
-@dataclass
-class LiveServer:
-    """A gunicorn started through boot.sh, as `make run` starts it (or another command)."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    database_url: str
-    workers: int
-
-    def log(self) -> str:
-        """Everything gunicorn and the app have written so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def worker_pids(self) -> list[int]:
-        """The worker processes under gunicorn's master."""
-        return child_pids(self.process.pid)
-
-
-@contextmanager
-def live_server(
-    database_url: str, workdir: Path, workers: int = 2, command: list[str] | None = None, **environment: str
-) -> Iterator[LiveServer]:
-    """Run boot.sh (migrations, then gunicorn), or another command, on a free port; stop it by its PID.
-
-    The tests and make bench both start their servers here.
-    """
-    port = free_port()
-    log_path = workdir / f"gunicorn-{port}.log"
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "live-server-test-secret",
-        "XDG_RUNTIME_DIR": str(workdir),
-        "RATELIMIT_ENABLED": "false",  # the rate limit tests turn it on
-        **environment,
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command or [str(PROJECT_ROOT / "boot.sh")], cwd=PROJECT_ROOT, env=env, stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, database_url, workers)
-    try:
-        wait_until_serving(server)
-        yield server
-    finally:
-        stop(process)
-
-
-class ServerDidNotStart(RuntimeError):
-    """The server exited, or did not answer in time; the message holds its log."""
-
-
-def wait_until_serving(server: LiveServer, seconds: float = 60) -> None:
-    """Poll /health until it answers and every worker has booted, or fail with the server's log."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise ServerDidNotStart(f"the server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if (requests.get(f"{server.url}/health", timeout=2).status_code == 200
-                    and len(server.worker_pids()) == server.workers):
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass  # not listening yet, or a worker still booting
-        time.sleep(0.1)
-    raise ServerDidNotStart(f"the server did not answer within {seconds} s:\n{server.log()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop gunicorn by its PID: TERM for a graceful stop, KILL if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
@@ -213,7 +111,8 @@ def local_services(name: str = f"livekit_auth_test_{os.getpid()}") -> Callable[[
             cleanups.append(drop_database)
     if not os.environ.get("TEST_REDIS_URL"):
         try:
-            redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1, socket_timeout=1).ping()
+            with redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1, socket_timeout=1) as store:
+                store.ping()
         except redis.RedisError:
             pass
         else:
@@ -314,86 +213,34 @@ def require_nginx() -> None:
     pytest.skip(reason)
 
 
-@dataclass
-class Nginx:
-    """A running nginx: its ports, and the certificate its clients trust."""
-
-    https_port: int
-    http_port: int
-    certificate: Path
-    process: subprocess.Popen[bytes]
+def cap_active_keys(app: Flask, limit: int) -> None:
+    """Let each user of a built app hold at most limit active keys (MAX_ACTIVE_KEYS_PER_USER)."""
+    app.extensions["key_settings"] = dataclasses.replace(app.extensions["key_settings"], max_active_keys=limit)
 
 
-def nginx_config(directory: Path, replacements: dict[str, str], locations: str = "", workers: str = "1") -> Path:
-    """deploy/nginx's config with this run's ports and paths, inside a main config of its own.
+class Ticker:
+    """A monotonic clock that stands still until a test moves it (KeyCache's monotonic)."""
 
-    More locations (the bench's unprotected one) go in before the config's own.
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on."""
+        self.now += seconds
+
+
+def eventually(condition: Callable[[], Any], seconds: float = 10, what: str = "the awaited state") -> Any:
+    """Ask condition again and again until it answers something true, and return that; fail after seconds.
+
+    For a state another process reaches in its own time (a worker's batch, a poll): the test
+    waits for the state itself, never for a guess at how long it takes.
     """
-    site = NGINX_CONFIG.read_text()
-    for written, replacement in {**replacements, "    location / {": locations + "    location / {"}.items():
-        assert written in site, f"{written} is no longer in {NGINX_CONFIG}"
-        site = site.replace(written, replacement)
-    site = site.replace("/etc/nginx/lua/", f"{NGINX_DEPLOY}/").replace("/etc/nginx/snippets/", f"{NGINX_DEPLOY}/")
-    (directory / "livekit-auth.conf").write_text(site)
-    temporary = "\n".join(
-        f"    {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = directory / "nginx.conf"
-    main.write_text(
-        "".join(f"load_module {module};\n" for module in NGINX_MODULES)
-        + ("user root;\n" if os.geteuid() == 0 else "")
-        + f"worker_processes {workers};\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'};\n"
-        + "events {}\n"
-        + f"http {{\n    access_log {directory / 'access.log'};\n{temporary}\n"
-        + f"    include {directory / 'livekit-auth.conf'};\n}}\n"
-    )
-    return main
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made for this run."""
-    certificate, key = directory / "server.crt", directory / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return certificate, key
-
-
-def wait_for_port(port: int, seconds: float = 10) -> None:
-    """Wait until something listens on a local port."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise ServerDidNotStart(f"nothing listens on port {port}")
-
-
-@contextmanager
-def running_nginx(directory: Path, app_servers: list[str], upstream: str, locations: str = "",
-                  workers: str = "1") -> Iterator[Nginx]:
-    """nginx with deploy/nginx's config in front of app servers and a protected upstream; stopped by its PID."""
-    certificate, key = make_certificate(directory)
-    https_port, http_port = free_port(), free_port()
-    config = nginx_config(directory, {
-        "127.0.0.1:8001": app_servers[0],
-        "127.0.0.1:8002": app_servers[1],
-        "127.0.0.1:9000": upstream,
-        "listen 443 ssl": f"listen 127.0.0.1:{https_port} ssl",
-        "listen 80": f"listen 127.0.0.1:{http_port}",
-        "/etc/nginx/tls/livekit-auth.crt": str(certificate),
-        "/etc/nginx/tls/livekit-auth.key": str(key),
-    }, locations, workers)
-    process = subprocess.Popen([NGINX, "-g", "daemon off;", "-c", str(config), "-e", str(directory / "error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(https_port)
-        yield Nginx(https_port, http_port, certificate, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    while not (answer := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} was not reached within {seconds} s")
+        time.sleep(0.02)
+    return answer

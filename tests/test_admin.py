@@ -3,10 +3,11 @@
 import pytest
 from sqlalchemy import select, text
 
-from livekit_auth import audit, keys
+from livekit_auth.apikeys import audit, keys
+from livekit_auth.context import record
 from livekit_auth.admin import queries
 from livekit_auth.extensions import db
-from livekit_auth.models import ApiKey, AuditEvent
+from livekit_auth.apikeys.models import ApiKey, AuditEvent
 
 from .support import ADMIN_EMAIL, ADMIN_PASSWORD, AdminActions, envelope_error, rows_on
 
@@ -25,6 +26,7 @@ def key_id_of(app, secret: str) -> int:
 
 
 @pytest.mark.parametrize("path", ["/admin/", "/admin/audit", "/admin/keys/1", "/admin/keys/1/revoke"])
+@pytest.mark.slow
 def test_pages_without_a_session_redirect_to_login(client, path) -> None:
     response = client.get(path)
     assert response.status_code == 302
@@ -36,6 +38,7 @@ def test_an_api_key_does_not_open_the_admin(client, api, admin_account) -> None:
     assert response.status_code == 302
 
 
+@pytest.mark.slow
 def test_an_admin_session_does_not_pass_the_api_gate(admin, client) -> None:
     envelope_error(client.get("/auth/check-key"), 401)
 
@@ -54,6 +57,7 @@ def test_the_login_page_has_a_labelled_form_and_security_headers(client) -> None
 
 
 @pytest.mark.parametrize("email, password", [(ADMIN_EMAIL, "wrong password!"), ("nobody@example.com", ADMIN_PASSWORD)])
+@pytest.mark.slow
 def test_a_failed_login_says_the_same_whichever_was_wrong(app, client, admin_account, email, password) -> None:
     response = AdminActions(client).login(email, password)
     assert response.status_code == 401
@@ -64,6 +68,7 @@ def test_a_failed_login_says_the_same_whichever_was_wrong(app, client, admin_acc
     assert password not in stored
 
 
+@pytest.mark.slow
 def test_login_lands_on_the_key_list_with_a_safe_cookie(app, client, admin_account) -> None:
     response = AdminActions(client).login()
     assert response.status_code == 302
@@ -74,12 +79,14 @@ def test_login_lands_on_the_key_list_with_a_safe_cookie(app, client, admin_accou
     assert audit_actions(app) == [("login", ADMIN_EMAIL)]
 
 
+@pytest.mark.slow
 def test_the_cookie_is_secure_when_configured(app, client, admin_account) -> None:
     app.config["SESSION_COOKIE_SECURE"] = True
     response = AdminActions(client).login()
     assert "Secure" in response.headers["Set-Cookie"]
 
 
+@pytest.mark.slow
 def test_login_returns_to_the_page_asked_for_but_never_elsewhere(client, admin_account) -> None:
     actions = AdminActions(client)
     token = actions.csrf_token()
@@ -92,6 +99,7 @@ def test_login_returns_to_the_page_asked_for_but_never_elsewhere(client, admin_a
     assert response.headers["Location"] == "/admin/"
 
 
+@pytest.mark.slow
 def test_each_login_gets_a_new_session(client, admin_account) -> None:
     actions = AdminActions(client)
     actions.login()
@@ -103,6 +111,7 @@ def test_each_login_gets_a_new_session(client, admin_account) -> None:
         assert session["admin_session"] != first
 
 
+@pytest.mark.slow
 def test_logout_ends_the_session_on_the_server(app, client, admin) -> None:
     stolen = client.get_cookie("livekit_admin").value
     response = admin.post("/admin/logout", "/admin/")
@@ -112,12 +121,14 @@ def test_logout_ends_the_session_on_the_server(app, client, admin) -> None:
     assert ("logout", ADMIN_EMAIL) in audit_actions(app)
 
 
+@pytest.mark.slow
 def test_logout_is_a_post(client, admin) -> None:
     response = client.get("/admin/logout")
     assert response.status_code == 405
     assert response.mimetype == "text/html"
 
 
+@pytest.mark.slow
 def test_an_idle_session_times_out(client, admin_account, frozen_clock) -> None:
     AdminActions(client).login()
     frozen_clock.advance(minutes=29)
@@ -126,6 +137,7 @@ def test_an_idle_session_times_out(client, admin_account, frozen_clock) -> None:
     assert client.get("/admin/").status_code == 302
 
 
+@pytest.mark.slow
 def test_repeated_failures_for_an_account_are_slowed_down(client, admin_account, frozen_clock) -> None:
     actions = AdminActions(client)
     for _ in range(5):
@@ -137,6 +149,7 @@ def test_repeated_failures_for_an_account_are_slowed_down(client, admin_account,
     assert actions.login().status_code == 302
 
 
+@pytest.mark.slow
 def test_repeated_failures_from_one_client_are_slowed_down(client, admin_account) -> None:
     actions = AdminActions(client)
     for n in range(5):
@@ -144,6 +157,7 @@ def test_repeated_failures_from_one_client_are_slowed_down(client, admin_account
     assert actions.login().status_code == 429
 
 
+@pytest.mark.slow
 def test_a_form_without_its_csrf_token_is_refused(app, client, admin, api) -> None:
     secret = api.new_key()
     key_id = key_id_of(app, secret)
@@ -154,6 +168,7 @@ def test_a_form_without_its_csrf_token_is_refused(app, client, admin, api) -> No
     assert client.post("/admin/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code == 400
 
 
+@pytest.mark.slow
 def test_revoking_asks_first_then_refuses_the_key(app, client, admin, api) -> None:
     secret = api.new_key(user_email="victim@example.com")
     key_id = key_id_of(app, secret)
@@ -169,6 +184,7 @@ def test_revoking_asks_first_then_refuses_the_key(app, client, admin, api) -> No
     assert ("revoke", keys.display_prefix(secret)) in audit_actions(app)
 
 
+@pytest.mark.slow
 def test_revoking_twice_is_harmless(app, client, admin, api) -> None:
     secret = api.new_key()
     key_id = key_id_of(app, secret)
@@ -178,6 +194,7 @@ def test_revoking_twice_is_harmless(app, client, admin, api) -> None:
     assert [a for a, _ in audit_actions(app)].count("revoke") == 1
 
 
+@pytest.mark.slow
 def test_user_supplied_text_is_escaped(client, admin, api) -> None:
     api.new_key(user_name="<script>alert(1)</script>", org_name='"><img src=x>')
     html = client.get("/admin/").get_data(as_text=True)
@@ -186,6 +203,7 @@ def test_user_supplied_text_is_escaped(client, admin, api) -> None:
     assert "<img src=x>" not in html
 
 
+@pytest.mark.slow
 def test_the_list_shows_prefixes_never_keys(client, admin, api) -> None:
     secret = api.new_key()
     html = client.get("/admin/").get_data(as_text=True)
@@ -193,6 +211,7 @@ def test_the_list_shows_prefixes_never_keys(client, admin, api) -> None:
     assert secret not in html
 
 
+@pytest.mark.slow
 def test_the_list_has_pages_of_fifty(client, admin, api) -> None:
     for n in range(120):
         api.new_key(user_email=f"user{n:03}@example.com")
@@ -202,6 +221,7 @@ def test_the_list_has_pages_of_fifty(client, admin, api) -> None:
     assert "Next" in html and "Previous" in html
 
 
+@pytest.mark.slow
 def test_search_by_email_name_organisation_and_prefix(client, admin, api) -> None:
     api.new_key(user_name="Alice Smith", user_email="alice@acme.example", org_name="Acme Corp")
     bob = api.new_key(user_name="Bob Jones", user_email="bob@other.example", org_name="Globex")
@@ -214,6 +234,7 @@ def test_search_by_email_name_organisation_and_prefix(client, admin, api) -> Non
     assert rows_on(client, "q=%25") == 0
 
 
+@pytest.mark.slow
 def test_filter_by_status_and_sort_by_last_use(app, client, admin, api) -> None:
     used = api.new_key(user_email="used@example.com")
     revoked = api.new_key(user_email="revoked@example.com")
@@ -230,6 +251,7 @@ def test_filter_by_status_and_sort_by_last_use(app, client, admin, api) -> None:
     assert "revoked@example.com" not in html  # never used
 
 
+@pytest.mark.slow
 def test_the_overview_counts_keys_and_flags_stale_ones(app, client, admin, api, frozen_clock) -> None:
     api.new_key(user_email="old@example.com")
     frozen_clock.advance(days=91)
@@ -241,13 +263,14 @@ def test_the_overview_counts_keys_and_flags_stale_ones(app, client, admin, api, 
     assert "<svg" in html and "<polyline" in html
 
 
+@pytest.mark.slow
 def test_the_audit_log_records_sessions_and_is_paginated(app, client, admin_account) -> None:
     actions = AdminActions(client)
     actions.login()
     actions.post("/admin/logout", "/admin/")
     with app.app_context():
         for n in range(60):
-            audit.record(audit.REVOKE, actor=ADMIN_EMAIL, target=f"lvk_{n:08}")
+            record(audit.REVOKE, actor=ADMIN_EMAIL, target=f"lvk_{n:08}")
         db.session.commit()
     actions.login()
     first = client.get("/admin/audit").get_data(as_text=True)
@@ -265,6 +288,7 @@ def test_a_body_too_large_for_the_admin_gets_an_html_page(client) -> None:
     assert "64 KiB" in response.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_admin_errors_are_html_pages(app, client, admin) -> None:
     missing = client.get("/admin/keys/999999")
     assert missing.status_code == 404 and missing.mimetype == "text/html"
@@ -283,6 +307,7 @@ def test_admin_errors_are_html_pages(app, client, admin) -> None:
 
 
 @pytest.mark.parametrize("path", ["/admin/?q=a%00b", "/admin/audit?q=%00", "/admin/?page=%00"])
+@pytest.mark.slow
 def test_a_nul_in_admin_text_is_a_400_page(client, admin, path) -> None:
     response = client.get(path)
     assert response.status_code == 400 and response.mimetype == "text/html"
@@ -299,12 +324,14 @@ def test_a_nul_in_the_login_email_is_a_400_page(client, admin_account) -> None:
 @pytest.mark.parametrize("path", [
     "/admin/?page=184467440737095518", "/admin/audit?page=99999999999999999999", "/admin/?page=-5",
 ])
+@pytest.mark.slow
 def test_a_page_past_the_data_is_an_ordinary_page(client, admin, path) -> None:
     response = client.get(path)
     assert response.status_code == 200 and response.mimetype == "text/html"
 
 
 @pytest.mark.parametrize("target", ["/admin/audit\r\nSet-Cookie: x=1", "/admin/\n", "/admin/\\\\evil.example"])
+@pytest.mark.slow
 def test_a_next_with_control_characters_or_backslashes_lands_on_the_key_list(client, admin_account, target) -> None:
     actions = AdminActions(client)
     response = client.post("/admin/login", query_string={"next": target}, data={
@@ -327,6 +354,7 @@ def test_the_favicon_is_served_without_a_key_and_no_key_check_is_counted(client)
     assert 'rel="icon"' in client.get("/admin/login").get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_an_admin_page_that_fails_in_the_database_still_gets_its_own_error_page(app, client, admin, monkeypatch) -> None:
     def broken(*args, **kwargs):
         db.session.execute(text("SELECT * FROM no_such_table"))
@@ -339,6 +367,7 @@ def test_an_admin_page_that_fails_in_the_database_still_gets_its_own_error_page(
     assert ADMIN_EMAIL in response.get_data(as_text=True)  # the page names its admin without a query
 
 
+@pytest.mark.slow
 def test_a_key_page_shows_fifty_of_the_owners_other_keys_and_links_to_the_rest(app, client, admin, api) -> None:
     key = api.new_key(user_email="many@example.com")
     with app.app_context():

@@ -5,14 +5,17 @@ import io
 import time
 from datetime import datetime, timezone
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from livekit_auth import keys
+from livekit_auth.apikeys import keys
 from livekit_auth.extensions import db
-from livekit_auth.models import ApiKey, User
+from livekit_auth.apikeys.models import ApiKey, User
 
-from .support import clear_database, envelope_error, events, live_server, logged_in_admin
+from bench.servers import live_server
+
+from .support import cap_active_keys, clear_database, envelope_error, events, logged_in_admin
 
 
 def issue(admin, **fields):
@@ -20,6 +23,7 @@ def issue(admin, **fields):
     return admin.post("/admin/keys/new", "/admin/keys/new", **fields)
 
 
+@pytest.mark.slow
 def test_an_admin_issues_a_key_to_a_new_user_and_sees_it_once(app, client, admin, api) -> None:
     posted = issue(admin, email="New.User@example.com", user_name="New User", org_name="Acme",
                    key_name="ci", expires_in_days="30")
@@ -41,6 +45,7 @@ def test_an_admin_issues_a_key_to_a_new_user_and_sees_it_once(app, client, admin
     assert secret not in key_page
 
 
+@pytest.mark.slow
 def test_reloading_the_issued_page_issues_nothing_and_shows_the_key_no_more(app, client, admin, api) -> None:
     posted = issue(admin, email="once@example.com", key_name="once")
     shown = client.get(posted.headers["Location"]).get_data(as_text=True)
@@ -53,8 +58,9 @@ def test_reloading_the_issued_page_issues_nothing_and_shows_the_key_no_more(app,
     assert len(events(app, "key_created")) == 1
 
 
+@pytest.mark.slow
 def test_the_key_being_shown_is_held_by_neither_the_database_nor_the_cookie_alone(app, client, admin, api) -> None:
-    from livekit_auth.models import AdminSession
+    from livekit_auth.admin.models import AdminSession
 
     posted = issue(admin, email="split@example.com")
     cookie = client.get_cookie("livekit_admin").value
@@ -76,6 +82,7 @@ def test_the_key_being_shown_is_held_by_neither_the_database_nor_the_cookie_alon
     assert client.get(f"/admin/keys/{other_id}/issued").status_code == 302
 
 
+@pytest.mark.slow
 def test_an_admin_issues_another_key_to_an_existing_user(client, admin, api) -> None:
     first = api.new_key(user_email="john@example.com", user_name="John")
     response = issue(admin, email="JOHN@example.com", user_name="Ignored")
@@ -83,6 +90,7 @@ def test_an_admin_issues_another_key_to_an_existing_user(client, admin, api) -> 
     assert len(api.get("/auth/keys", first).json["data"]) == 2
 
 
+@pytest.mark.slow
 def test_a_bad_issue_form_is_refused_and_issues_nothing(app, client, admin) -> None:
     for fields in ({"email": "not an email"}, {"email": "a@example.com", "expires_in_days": "0"},
                    {"email": "a@example.com", "user_name": "a\x1bb"}):
@@ -90,14 +98,16 @@ def test_a_bad_issue_form_is_refused_and_issues_nothing(app, client, admin) -> N
     assert events(app, "key_created") == []
 
 
+@pytest.mark.slow
 def test_issuing_past_the_cap_on_active_keys_is_refused(app, client, admin, api) -> None:
-    app.config["MAX_ACTIVE_KEYS_PER_USER"] = 1
+    cap_active_keys(app, 1)
     api.new_key(user_email="full@example.com")
     response = issue(admin, email="full@example.com")
     assert response.status_code == 409
     assert "at most 1 active keys" in response.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_revoking_all_of_a_users_keys_names_how_many_then_revokes_each(app, client, admin, api) -> None:
     first = api.new_key(user_email="many@example.com")
     others = [api.call("POST", "/auth/keys", first).json["data"]["api_key"] for _ in range(2)]
@@ -118,6 +128,7 @@ def test_revoking_all_of_a_users_keys_names_how_many_then_revokes_each(app, clie
     assert "Revoke all 0 active keys" in again
 
 
+@pytest.mark.slow
 def test_revoke_all_needs_its_csrf_token_and_a_user(client, admin, api) -> None:
     assert client.post("/admin/users/1/revoke-all").status_code == 400
     assert client.get("/admin/users/999999/revoke-all").status_code == 404
@@ -133,6 +144,7 @@ def exported(client, query: str = "") -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
 
 
+@pytest.mark.slow
 def test_the_export_is_the_list_with_its_search_and_filters_never_a_secret(client, admin, api) -> None:
     alice = api.new_key(user_email="alice@example.com", user_name="Alice", org_name="=HYPERLINK(1)")
     bob = api.new_key(user_email="bob@example.com", user_name="Bob")
@@ -154,6 +166,7 @@ def test_the_export_is_the_list_with_its_search_and_filters_never_a_secret(clien
         client.get("/admin/?q=alice&status=revoked").get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_the_export_streams_past_one_batch(client, admin, api, monkeypatch) -> None:
     from livekit_auth.admin import queries
 
@@ -171,17 +184,20 @@ def seed_keys(database_uri: str, count: int) -> None:
     """One user holding count keys, inserted in bulk (past any cap: no key here is ever checked)."""
     engine = sa.create_engine(database_uri)
     created = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    with engine.begin() as connection:
-        user_id = connection.execute(User.__table__.insert().returning(User.__table__.c.id), {
-            "name": "Many Keys", "email": "many@example.com", "created_at": created,
-        }).scalar_one()
-        connection.execute(ApiKey.__table__.insert(), [
-            {"user_id": user_id, "digest": f"{n:064x}", "display_prefix": f"lvk_{n:08d}", "created_at": created}
-            for n in range(count)
-        ])
-    engine.dispose()
+    try:
+        with engine.begin() as connection:
+            user_id = connection.execute(User.__table__.insert().returning(User.__table__.c.id), {
+                "name": "Many Keys", "email": "many@example.com", "created_at": created,
+            }).scalar_one()
+            connection.execute(ApiKey.__table__.insert(), [
+                {"user_id": user_id, "digest": f"{n:064x}", "display_prefix": f"lvk_{n:08d}", "created_at": created}
+                for n in range(count)
+            ])
+    finally:
+        engine.dispose()
 
 
+@pytest.mark.slow
 def test_an_export_longer_than_the_worker_timeout_completes_for_a_slow_reader(tmp_path, database_uri) -> None:
     count = 100_000
     try:

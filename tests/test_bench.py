@@ -7,7 +7,11 @@ import sys
 
 import pytest
 
-from .support import PROJECT_ROOT, REQUIRE_SERVICES, require_nginx
+from bench.servers import PROJECT_ROOT
+
+from .support import REQUIRE_SERVICES, require_nginx
+
+pytestmark = pytest.mark.slow  # every test here starts a process or waits on one
 
 
 def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
@@ -17,7 +21,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path) -> None:
         pytest.skip("wrk is missing: apt-get install wrk")
     require_nginx()  # the proxy's rows
     done = subprocess.run(
-        [sys.executable, "-m", "bench.bench", "--keys", "1000", "--seconds", "1",
+        [sys.executable, "-m", "bench", "--keys", "1000", "--seconds", "1",
          "--rounds", "1", "--backends", "sqlite", "--memory-checks", "2000", "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT,
     )

@@ -5,14 +5,16 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
+from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
-from .support import REQUIRE_SERVICES, live_server
+from bench.servers import live_server
+
+from .support import REQUIRE_SERVICES, eventually
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -24,6 +26,8 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium", allow_module_level=True)
 
 from playwright.sync_api import Browser, expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test here starts a process or waits on one
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +105,7 @@ def test_log_in_find_a_user_revoke_their_key_and_log_out(server, browser: Browse
     expect(page.locator(".badge").first).to_have_text("revoked")
     expect(page.locator(".facts")).to_contain_text("by ops@example.com")
 
-    time.sleep(0.6)  # every worker evicts a changed key within 0.5 s (at once within one server)
+    eventually(lambda: check(server, victim) == 401, 1.0, "the revoked key refused")  # at once within one server
     for _ in range(4):
         answer = requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": victim}, timeout=10)
         assert answer.status_code == 401
@@ -132,7 +136,7 @@ def test_a_wrong_password_is_refused_and_the_page_works_on_a_phone(server, brows
     page.close()
 
 
-# Where the browser tests save the README's screenshots when asked (SCREENSHOTS_DIR=docs).
+# Where the browser tests save docs/admin.md's screenshots when asked (SCREENSHOTS_DIR=docs).
 SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR")
 
 
@@ -150,17 +154,23 @@ def check(server, key: str) -> int:
     return requests.get(f"{server.url}/auth/check-key", headers={"x-api-key": key}, timeout=10).status_code
 
 
-def seed_history(server, key: str) -> None:
-    """Give a key thirty days of requests, and a few other keys their states, for the screenshots."""
-    key_id = requests.get(f"{server.url}/auth/keys", headers={"x-api-key": key}, timeout=10).json()["data"][-1]["id"]
+def oldest_key(server, key: str) -> dict:
+    """The oldest of the keys of a key's user, as GET /auth/keys lists it."""
+    return requests.get(f"{server.url}/auth/keys", headers={"x-api-key": key}, timeout=10).json()["data"][-1]
+
+
+def seed_history(server, key: str) -> int:
+    """Give a key the requests of the 29 days before today, for the screenshots; return how many in all."""
+    key_id = oldest_key(server, key)["id"]
     today = date.today()
-    with sqlite3.connect(server.database_url.removeprefix("sqlite:///")) as connection:
+    days = [(key_id, (today - timedelta(days=back)).isoformat(), 900 + 37 * (back % 7) * (30 - back))
+            for back in range(1, 30)]
+    with closing(sqlite3.connect(server.database_url.removeprefix("sqlite:///"))) as connection, connection:
         connection.executemany(
             "INSERT INTO key_request_counts (key_id, day, requests) VALUES (?, ?, ?) "
-            "ON CONFLICT (key_id, day) DO UPDATE SET requests = excluded.requests",
-            [(key_id, (today - timedelta(days=back)).isoformat(), 900 + 37 * (back % 7) * (30 - back))
-             for back in range(1, 30)],
+            "ON CONFLICT (key_id, day) DO UPDATE SET requests = excluded.requests", days,
         )
+    return sum(requests for _, _, requests in days)
 
 
 def test_the_key_table_fits_a_laptop_and_stacks_on_a_phone(server, browser: Browser, tmp_path) -> None:
@@ -172,8 +182,9 @@ def test_the_key_table_fits_a_laptop_and_stacks_on_a_phone(server, browser: Brow
     requests.post(f"{server.url}/auth/keys/rotate", headers={"x-api-key": busy}, json={"grace_hours": 24}, timeout=10)
     for _ in range(20):
         check(server, busy)
-    seed_history(server, busy)
-    time.sleep(2.5)  # the workers' batched usage writes (LAST_USED_FLUSH_SECONDS) have landed
+    seeded = seed_history(server, busy)
+    eventually(lambda: (row := oldest_key(server, busy))["last_used_at"] and row["requests_30d"] >= seeded + 20,
+               what="the workers' batched usage writes (LAST_USED_FLUSH_SECONDS)")
 
     laptop = browser.new_page(viewport={"width": 1366, "height": 900})
     log_in(laptop, server)
@@ -264,8 +275,7 @@ def test_an_operator_issues_a_key_finds_it_whole_revokes_a_user_and_exports(serv
     expect(page.get_by_role("heading")).to_have_text("Revoke all 2 active keys of Grace Hopper?")
     page.get_by_role("button", name="Revoke 2 keys").click()
     expect(page.get_by_role("status")).to_have_text("Revoked 2 keys of grace@example.com.")
-    time.sleep(0.6)
-    assert check(server, secret) == 401 and check(server, second) == 401
+    eventually(lambda: check(server, secret) == 401 and check(server, second) == 401, 1.0, "both keys refused")
     context.close()
 
 

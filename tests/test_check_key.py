@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from livekit_auth import clock, keys
-from livekit_auth.extensions import db
-from livekit_auth.keyring.usage import UsageRecorder
+from livekit_auth import clock
+
+from livekit_auth.apikeys import keys
 from livekit_auth.schemas import CheckedKeySchema
 
 from .support import envelope_error
@@ -76,15 +76,13 @@ def test_a_key_not_in_the_cache_is_read_with_one_query(app, api, statements) -> 
     assert len([s for s in statements if "api_keys" in s]) == 1
 
 
-def test_a_recently_checked_key_needs_no_query(app, api, statements) -> None:
-    with app.app_context():  # uses written in batches, as by default, not at once as in the tests
-        app.extensions["keyring"].usage = UsageRecorder(db.engine, 60, flush_seconds=60)
+def test_a_recently_checked_key_needs_no_query(app, api, statements, batched_usage) -> None:
+    batched_usage(60)  # as by default, not at once as in the tests
     key = api.new_key()
     assert api.get("/auth/check-key", key).status_code == 200
     statements.clear()
     assert api.get("/auth/check-key", key).status_code == 200
     assert statements == []
-    app.extensions["keyring"].usage.stop()
 
 
 def test_the_key_is_read_from_the_header_only(api, client) -> None:

@@ -8,10 +8,14 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from livekit_auth import create_app, keys
+from livekit_auth import create_app
+
+from livekit_auth.apikeys import keys
 from livekit_auth.extensions import db
 
-from .support import PROJECT_ROOT, flask_command, free_port, release
+from bench.servers import PROJECT_ROOT, free_port
+
+from .support import cap_active_keys, flask_command, release
 
 def test_create_prints_a_working_key_once(runner, api) -> None:
     result = runner.invoke(args=["keys", "create", "--email", "ops@example.com", "--name", "ci"])
@@ -46,7 +50,7 @@ def test_create_refuses_bad_options(runner, arguments, message) -> None:
     assert message in result.output
 
 def test_create_respects_the_cap(app, runner) -> None:
-    app.config["MAX_ACTIVE_KEYS_PER_USER"] = 1
+    cap_active_keys(app, 1)
     assert runner.invoke(args=["keys", "create", "--email", "a@example.com"]).exit_code == 0
     result = runner.invoke(args=["keys", "create", "--email", "a@example.com"])
     assert result.exit_code == 1
@@ -73,6 +77,7 @@ def test_revoke_by_prefix_or_id(runner, api) -> None:
     assert "john@example.com" in listed and "jane@example.com" in listed
 
 @pytest.mark.parametrize("name", ["lvk_nothing", "12", str(10**20)])
+@pytest.mark.slow
 def test_revoke_an_unknown_key_fails(runner, name) -> None:
     result = runner.invoke(args=["keys", "revoke", name])
     assert result.exit_code == 1
@@ -97,6 +102,7 @@ def test_prune_needs_its_option(runner) -> None:
     assert runner.invoke(args=["keys", "prune"]).exit_code == 2
 
 
+@pytest.mark.slow
 def test_admin_create_asks_for_the_password_twice(app, runner) -> None:
     from livekit_auth.admin.accounts import verify_login
 
@@ -129,7 +135,7 @@ def test_admin_passwords_are_at_least_twelve_characters(runner) -> None:
 
 
 def test_admin_passwords_are_stored_hashed(app, runner) -> None:
-    from livekit_auth.models import Admin
+    from livekit_auth.admin.models import Admin
 
     runner.invoke(args=["admin", "create", "--email", "ops@example.com", "--password-stdin"],
                   input="a long passphrase\n")
@@ -158,10 +164,12 @@ def test_every_command_names_its_database_on_stderr_without_a_password(runner, a
     result = runner.invoke(args=["keys", "list"])
     assert result.stderr.startswith("Database: sqlite") or result.stderr.startswith("Database: postgresql")
     locked = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://ops:s3cret@127.0.0.1:9/none", "SECRET_KEY": "x"})
-    named = locked.test_cli_runner().invoke(args=["admin", "list"])
+    try:
+        named = locked.test_cli_runner().invoke(args=["admin", "list"])
+    finally:
+        release(locked)
     assert "Database: postgresql://ops:***@127.0.0.1:9/none" in named.stderr
     assert "s3cret" not in named.output
-    release(locked)
 
 
 
@@ -182,6 +190,7 @@ def test_keys_list_shows_organisation_and_last_use(runner, api, frozen_clock) ->
     assert "Acme Corp" in output and "2026-01-15 10:00" in output
 
 
+@pytest.mark.slow
 def test_keys_list_json_prints_every_column_of_every_key(api, database_uri) -> None:
     secret = api.new_key(user_email="json@example.com", org_name="Acme")
     api.get("/auth/check-key", secret)
@@ -200,6 +209,7 @@ def test_keys_list_json_prints_every_column_of_every_key(api, database_uri) -> N
     assert json.loads(flask_command(database_uri, "keys", "list", "--json", "--status", "revoked").stdout) == []
 
 
+@pytest.mark.slow
 def test_admin_list_json_prints_every_admin_and_never_a_hash(admin_account, database_uri) -> None:
     done = flask_command(database_uri, "admin", "list", "--json")
     assert done.returncode == 0, done.stderr
@@ -251,6 +261,7 @@ def test_prune_refuses_a_number_of_days_past_any_date(runner, days) -> None:
 @pytest.mark.parametrize("arguments", [
     ["keys", "list"], ["keys", "revoke", "1"], ["keys", "create", "--email", "a@example.com"], ["admin", "list"],
 ])
+@pytest.mark.slow
 def test_an_unreachable_database_ends_a_command_with_one_line(arguments) -> None:
     done = flask_command(f"postgresql://ops:s3cret@127.0.0.1:{free_port()}/none", *arguments)
     assert done.returncode == 1
@@ -260,6 +271,7 @@ def test_an_unreachable_database_ends_a_command_with_one_line(arguments) -> None
     assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_admin_create_refuses_standard_input_that_is_not_text(admin_account, database_uri) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", "admin", "create", "--email", "bin@example.com",
@@ -271,6 +283,7 @@ def test_admin_create_refuses_standard_input_that_is_not_text(admin_account, dat
     assert b"Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_admin_create_asks_again_for_a_password_too_short(app, runner) -> None:
     from livekit_auth.admin.accounts import verify_login
 

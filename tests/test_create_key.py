@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from livekit_auth.extensions import db
-from livekit_auth.models import ApiKey, User
+from livekit_auth.apikeys.models import ApiKey, User
 
 from .support import envelope_error
 
@@ -146,6 +146,7 @@ def test_several_problems_are_all_named(api) -> None:
         (b"12", "The request body must be a JSON object"),
     ],
 )
+@pytest.mark.slow
 def test_bodies_that_are_not_a_json_object_answer_400(app, client, raw, message) -> None:
     response = client.post("/auth/create-key", data=raw, content_type="application/json")
     envelope_error(response, 400, message)

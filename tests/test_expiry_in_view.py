@@ -1,6 +1,10 @@
 """Expiry and rotation in the admin's view: an Expires column, keys about to expire, grace periods."""
 
+import pytest
+
 from .support import rows_on
+
+pytestmark = pytest.mark.slow  # every test here signs an admin in: a password hash each
 
 
 def add_key(api, key: str, **body):

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import REQUIRE_SERVICES, envelope_error, free_port, live_server
+from bench.servers import free_port, live_server
+
+from .support import REQUIRE_SERVICES, envelope_error
 
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
@@ -81,6 +83,7 @@ def timed(call):
     return answer, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_postgresql_going_away_and_coming_back(own_postgres, tmp_path) -> None:
     with live_server(own_postgres.url, tmp_path, workers=2) as server:
         pids = set(subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
@@ -120,6 +123,7 @@ def test_postgresql_going_away_and_coming_back(own_postgres, tmp_path) -> None:
         assert "Traceback" not in server.log()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_load_loses_nothing_it_acknowledged(tmp_path) -> None:
     with live_server(f"sqlite:///{tmp_path / 'kill.db'}", tmp_path, workers=2) as server:
 
@@ -144,6 +148,7 @@ def test_a_worker_killed_mid_load_loses_nothing_it_acknowledged(tmp_path) -> Non
             assert checked.status_code == 200
 
 
+@pytest.mark.slow
 def test_oversized_requests_are_refused_by_gunicorn_in_the_envelope(tmp_path) -> None:
     # gunicorn answers these before the app runs, through gunicorn.util.write_error, which
     # gunicorn.conf.py replaces: a gunicorn that stops calling it fails here.
@@ -160,6 +165,7 @@ def test_oversized_requests_are_refused_by_gunicorn_in_the_envelope(tmp_path) ->
         assert answer.headers["Server"] == "gunicorn"
 
 
+@pytest.mark.slow
 def test_a_chunked_body_over_the_limit_is_refused_whole(tmp_path) -> None:
     # Valid JSON up to the limit and beyond: cut at 64 KiB it would still parse.
     document = b'{"user_name": "C", "user_email": "chunked@example.com"}' + b" " * (70 * 1024)
@@ -172,6 +178,7 @@ def test_a_chunked_body_over_the_limit_is_refused_whole(tmp_path) -> None:
         assert small.status_code == 200, "nothing of the refused request was stored"
 
 
+@pytest.mark.slow
 def test_gunicorn_refuses_to_serve_with_the_debugger_on(tmp_path) -> None:
     env = {**os.environ, "FLASK_DEBUG": "1", "PORT": str(free_port()), "XDG_RUNTIME_DIR": str(tmp_path),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'debug.db'}", "SECRET_KEY": "x",
@@ -182,6 +189,7 @@ def test_gunicorn_refuses_to_serve_with_the_debugger_on(tmp_path) -> None:
     assert "FLASK_DEBUG" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_metrics_add_up_across_workers(tmp_path) -> None:
     settings = {"METRICS_TOKEN": "metrics-secret"}
     with live_server(f"sqlite:///{tmp_path / 'metrics.db'}", tmp_path, workers=2, **settings) as server:
@@ -193,6 +201,7 @@ def test_metrics_add_up_across_workers(tmp_path) -> None:
         assert float(line.split()[-1]) == 200
 
 
+@pytest.mark.slow
 def test_every_key_checked_endpoint_answers_503_while_postgresql_is_down(own_postgres, tmp_path) -> None:
     with live_server(own_postgres.url, tmp_path, workers=2, KEY_CACHE_POLL_SECONDS="0") as server:
 

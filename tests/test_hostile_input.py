@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from livekit_auth.extensions import db
-from livekit_auth.models import ApiKey, User
+from livekit_auth.apikeys.models import ApiKey, User
 from livekit_auth.schemas import NO_CONTROLS
 
 from .support import envelope_error
@@ -46,6 +46,7 @@ def assert_envelope(response) -> None:
 
 @FUZZ
 @given(body=bodies)
+@pytest.mark.slow
 def test_create_key_survives_any_json(app, client, body) -> None:
     before = count(app)
     response = client.post("/auth/create-key", data=json.dumps(body), content_type="application/json")
@@ -55,6 +56,7 @@ def test_create_key_survives_any_json(app, client, body) -> None:
 
 @FUZZ
 @given(raw=st.binary(max_size=200))
+@pytest.mark.slow
 def test_create_key_survives_any_bytes(app, client, raw) -> None:
     before = count(app)
     response = client.post("/auth/create-key", data=raw, content_type="application/json")
@@ -64,6 +66,7 @@ def test_create_key_survives_any_bytes(app, client, raw) -> None:
 
 @FUZZ
 @given(value=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=200))
+@pytest.mark.slow
 def test_the_gate_survives_any_header_value(client, value) -> None:
     for path in ("/auth/check-key", "/auth/keys", "/assistant/list"):
         response = client.get(path, headers={"x-api-key": value})

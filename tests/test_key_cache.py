@@ -1,21 +1,22 @@
 """The per-worker key cache: bounded, and rid of each key changed in any worker, and only of those."""
 
 import multiprocessing
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from livekit_auth import clock, create_app, keyring, keys
-from livekit_auth.auth import services
-from livekit_auth.extensions import db
-from livekit_auth.keyring.cache import Changes, KeyCache, KnownKey
-from livekit_auth.keyring.signal import KeySignal
-from livekit_auth.models import ALL_KEYS, ApiKey, KeyChange
+from livekit_auth import clock, create_app
 
-from .support import envelope_error, release
+from livekit_auth.apikeys import keyring, keys
+from livekit_auth.context import key_service
+from livekit_auth.extensions import db
+from livekit_auth.apikeys.cache import Changes, KeyCache, KnownKey
+from livekit_auth.apikeys.signal import KeySignal
+from livekit_auth.apikeys.models import ALL_KEYS, ApiKey, KeyChange
+
+from .support import Ticker, envelope_error, release
 
 
 def known(digest: str) -> KnownKey:
@@ -56,35 +57,43 @@ def feed(*answers: Changes):
 
 def test_the_cache_evicts_the_keys_changed_and_asks_at_most_every_poll() -> None:
     read_changes = feed(Changes(1, None), Changes(1, ()), Changes(2, {"a"}), Changes(5, None))
-    cache = KeyCache(capacity=10, poll_seconds=0.05)
+    monotonic = Ticker()
+    cache = KeyCache(capacity=10, poll_seconds=0.05, monotonic=monotonic)
     cache.sync(read_changes)
     cache.put(known("a"))
     cache.put(known("b"))
+    monotonic.advance(0.04)
     cache.sync(read_changes)  # within the poll interval: not asked
     assert read_changes.asked == [None]
-    time.sleep(0.06)
+    monotonic.advance(0.02)
     cache.sync(read_changes)
     assert cache.get("a") is not None
-    time.sleep(0.06)
+    monotonic.advance(0.06)
     cache.sync(read_changes)
     assert cache.get("a") is None and cache.get("b") is not None
-    time.sleep(0.06)
+    monotonic.advance(0.06)
     cache.sync(read_changes)  # too far behind, or a change of every key
     assert cache.entries == {}
     assert read_changes.asked == [None, 1, 1, 2]
 
 
+@pytest.mark.slow
 def test_a_revocation_in_another_worker_is_seen_within_the_poll_interval(app, api, database_uri) -> None:
     worker = create_app({"SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": "test",
                          "KEY_CACHE_POLL_SECONDS": 0.2})
-    other = worker.test_client()
-    key = api.new_key()
-    key_id = api.get("/auth/keys", key).json["data"][0]["id"]
-    assert other.get("/auth/check-key", headers={"x-api-key": key}).status_code == 200
-    assert api.call("DELETE", f"/auth/keys/{key_id}", key).status_code == 200
-    time.sleep(0.25)
-    envelope_error(other.get("/auth/check-key", headers={"x-api-key": key}), 401, "API key has been revoked")
-    release(worker)
+    monotonic = worker.extensions["keyring"].cache.monotonic = Ticker()
+    try:
+        other = worker.test_client()
+        key = api.new_key()
+        key_id = api.get("/auth/keys", key).json["data"][0]["id"]
+        assert other.get("/auth/check-key", headers={"x-api-key": key}).status_code == 200
+        assert api.call("DELETE", f"/auth/keys/{key_id}", key).status_code == 200
+        monotonic.advance(0.1)
+        assert other.get("/auth/check-key", headers={"x-api-key": key}).status_code == 200  # within the poll
+        monotonic.advance(0.15)
+        envelope_error(other.get("/auth/check-key", headers={"x-api-key": key}), 401, "API key has been revoked")
+    finally:
+        release(worker)
 
 
 @pytest.fixture
@@ -106,6 +115,7 @@ def own_key_id(api, key: str) -> int:
     return api.get("/auth/keys", key).json["data"][0]["id"]
 
 
+@pytest.mark.slow
 def test_a_change_evicts_that_key_in_another_worker_and_keeps_the_rest(api, other_worker) -> None:
     changed = api.new_key(user_email="changed@example.com")
     kept = api.new_key(user_email="kept@example.com")
@@ -131,7 +141,7 @@ def test_a_pruned_key_is_forgotten_by_another_worker(app, api, other_worker) -> 
     assert api.call("DELETE", f"/auth/keys/{own_key_id(api, key)}", key).status_code == 200
     envelope_error(check(other_worker, key), 401, "API key has been revoked")  # now cached as revoked
     with app.app_context():
-        assert len(services.prune(clock.now() + timedelta(seconds=1), "test")) == 1
+        assert len(key_service().prune(clock.now() + timedelta(seconds=1), "test")) == 1
         db.session.commit()
     envelope_error(check(other_worker, key), 401, "Invalid API key")
 
@@ -156,6 +166,7 @@ def test_a_change_of_many_keys_is_fed_as_one_change_of_every_key(app, api, other
     assert cache_results()["miss"] - before["miss"] == 1  # forgotten, so read again
 
 
+@pytest.mark.slow
 def test_the_feed_keeps_its_last_versions_and_a_worker_further_behind_forgets_everything(
     app, api, other_worker, monkeypatch
 ) -> None:
@@ -236,15 +247,16 @@ def test_a_key_change_sends_the_signal_when_it_commits_and_not_when_it_rolls_bac
     key = api.new_key()
     key_id = api.get("/auth/keys", key).json["data"][0]["id"]
     with app.app_context():
-        services.revoke(db.session.get(ApiKey, key_id), "test")
+        key_service().revoke(db.session.get(ApiKey, key_id), "test")
         db.session.rollback()
         assert signal.read() == 0
-        services.revoke(db.session.get(ApiKey, key_id), "test")
+        key_service().revoke(db.session.get(ApiKey, key_id), "test")
         assert signal.read() == 0  # staged: another worker must not re-read the key yet
         db.session.commit()
         assert signal.read() == 1
 
 
+@pytest.mark.slow
 def test_signals_sent_by_several_processes_at_once_all_move_the_number(tmp_path) -> None:
     # A worker that read the number after one send must see the next one move it again, so
     # sends that race must not collapse into one move.

@@ -10,13 +10,17 @@ import requests
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from livekit_auth import create_app, keys
+from livekit_auth import create_app
+
+from livekit_auth.apikeys import keys
 from livekit_auth.config import SettingError
 from livekit_auth.extensions import db
-from livekit_auth.keyring.meter import LimitSettings, Quota, parse_quota
-from livekit_auth.models import ApiKey, KeyRefusalCount, User
+from livekit_auth.apikeys.meter import LimitSettings, Quota, parse_quota
+from livekit_auth.apikeys.models import ApiKey, KeyRefusalCount, User
 
-from .support import envelope_error, events, live_server, release, require_service
+from bench.servers import live_server
+
+from .support import envelope_error, events, release, require_service
 
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -29,19 +33,19 @@ def key_id(app, key: str) -> int:
 
 def set_limits(app, key: int, rate: str | None = None, quota: Quota | None = None) -> None:
     """Set a key's limits as an operator does."""
-    from livekit_auth.auth import services
+    from livekit_auth.context import key_service
 
     with app.test_request_context():
-        services.set_key_limits(db.session.get(ApiKey, key), LimitSettings(rate, quota), "ops@example.com")
+        key_service().set_key_limits(db.session.get(ApiKey, key), LimitSettings(rate, quota), "ops@example.com")
         db.session.commit()
 
 
 def set_user_limits(app, email: str, rate: str | None = None, quota: Quota | None = None) -> None:
     """Set a user's limits as an operator does."""
-    from livekit_auth.auth import services
+    from livekit_auth.context import key_service
 
     with app.test_request_context():
-        services.set_user_limits(services.user_by_email(email), LimitSettings(rate, quota), "ops@example.com")
+        key_service().set_user_limits(key_service().user_by_email(email), LimitSettings(rate, quota), "ops@example.com")
         db.session.commit()
 
 
@@ -103,6 +107,7 @@ def test_the_tightest_of_several_limits_is_the_one_with_least_room(app, api) -> 
     assert second.headers["RateLimit-Remaining"] == "1"
 
 
+@pytest.mark.slow
 def test_a_quota_is_exhausted_refilled_at_the_period_start_and_shown_in_the_list(app, api, frozen_clock) -> None:
     frozen_clock.current = datetime(2026, 3, 31, 22, 0, tzinfo=timezone.utc)
     lister = {"api_key": api.new_key(user_email="quota@example.com")}
@@ -196,6 +201,7 @@ def test_a_change_of_limits_applies_at_once_to_a_cached_key_and_is_audited(app, 
     assert all(event.actor == "ops@example.com" for event in changed)
 
 
+@pytest.mark.slow
 def test_new_keys_get_the_default_limits_and_a_bad_default_stops_the_start(app, database_uri) -> None:
     settings = {"SQLALCHEMY_DATABASE_URI": database_uri, "SECRET_KEY": "test", "TESTING": True,
                 "LAST_USED_FLUSH_SECONDS": 0, "KEY_RATE_LIMIT_DEFAULT": "2 per minute",
@@ -225,6 +231,7 @@ def test_a_quota_is_written_as_a_number_per_day_or_month(text, expected) -> None
     assert parse_quota(text) == expected
 
 
+@pytest.mark.slow
 def test_the_command_line_issues_limited_keys_and_sets_the_limits_of_keys_and_users(app, runner) -> None:
     created = runner.invoke(args=["keys", "create", "--email", "cli-limits@example.com", "--rate", "100 per minute",
                                   "--quota", "10000", "--period", "day", "--scope", "calls:write"])
@@ -274,11 +281,11 @@ def test_with_redis_a_limited_check_is_one_round_trip(app, database_uri, monkeyp
         key = client.post("/auth/create-key", json={"user_name": "R", "user_email": "trip@example.com"})
         secret = key.json["data"]["api_key"]
         with limited.test_request_context():
-            from livekit_auth.auth import services
+            from livekit_auth.context import key_service
 
             row = db.session.scalar(select(ApiKey))
-            services.set_key_limits(row, LimitSettings("100 per minute; 1000 per hour", Quota(50, "day")), "ops")
-            services.set_user_limits(row.user, LimitSettings("100 per minute", Quota(500, "month")), "ops")
+            key_service().set_key_limits(row, LimitSettings("100 per minute; 1000 per hour", Quota(50, "day")), "ops")
+            key_service().set_user_limits(row.user, LimitSettings("100 per minute", Quota(500, "month")), "ops")
             db.session.commit()
         monkeypatch.setattr(redis.Redis, "execute_command", counting)
         assert client.get("/auth/check-key", headers={"x-api-key": secret}).status_code == 200  # opens the quotas
@@ -291,6 +298,7 @@ def test_with_redis_a_limited_check_is_one_round_trip(app, database_uri, monkeyp
         release(limited)
 
 
+@pytest.mark.slow
 def test_limits_and_a_quota_hold_across_two_servers_with_redis_and_outlive_its_data(database_uri, tmp_path) -> None:
     redis_url = require_service("TEST_REDIS_URL", "set it to a Redis database the test may use")
     if database_uri.startswith("sqlite"):
@@ -317,7 +325,8 @@ def test_limits_and_a_quota_hold_across_two_servers_with_redis_and_outlive_its_d
             assert [check(n, rated).json()["message"] for n in range(5, 7)] == ["API key rate limit exceeded"] * 2
             assert [check(n, quoted).headers["RateLimit-Remaining"] for n in range(6)] == ["5", "4", "3", "2", "1", "0"]
             # Redis loses every count: the quota opens again from the database, its record.
-            redis.Redis.from_url(redis_url).flushdb()
+            with redis.Redis.from_url(redis_url) as store:
+                store.flushdb()
             for n in range(2):
                 refused = check(n, quoted)
                 assert refused.status_code == 429 and refused.json()["message"] == "API key quota exhausted"
@@ -346,7 +355,7 @@ def test_a_limit_store_that_is_down_lets_a_limited_key_through(app, database_uri
 
 
 def test_limits_that_are_not_limits_are_refused(app) -> None:
-    from livekit_auth.keyring.meter import parse_rate_limit, settings_from
+    from livekit_auth.apikeys.meter import parse_rate_limit, settings_from
 
     for text in ("often", "0 per minute", "10 per 0 hours", "1/second;" * 9 + "1/second", "x" * 201):
         with pytest.raises(ValueError):
@@ -357,6 +366,7 @@ def test_limits_that_are_not_limits_are_refused(app) -> None:
                                                                                  Quota(7, "month"))
 
 
+@pytest.mark.slow
 def test_an_admin_issues_a_limited_key_sets_limits_on_its_page_and_sees_them_used(app, client, admin, api) -> None:
     issued = admin.post("/admin/keys/new", "/admin/keys/new", email="admin-limits@example.com",
                         rate_limit="2 per minute", quota="100", quota_period="day")

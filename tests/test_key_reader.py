@@ -7,8 +7,8 @@ from sqlalchemy import column, literal, select, table, text
 from sqlalchemy.exc import DBAPIError
 
 from livekit_auth.extensions import db
-from livekit_auth.keyring import LOOK_UP
-from livekit_auth.models import ApiKey, User
+from livekit_auth.apikeys.keyring import LOOK_UP
+from livekit_auth.apikeys.models import ApiKey, User
 
 
 def check_uncached(app, api, key: str) -> int:

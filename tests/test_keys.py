@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from livekit_auth import keys
+from livekit_auth.apikeys import keys
 
 
 def test_a_key_has_the_documented_prefix_and_url_safe_characters() -> None:

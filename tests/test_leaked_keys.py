@@ -3,9 +3,11 @@
 import pytest
 import requests
 
-from livekit_auth import keys
+from livekit_auth.apikeys import keys
 
-from .support import clear_database, envelope_error, events, flask_command, live_server, prefix_of, rows_on
+from bench.servers import live_server
+
+from .support import clear_database, envelope_error, events, flask_command, prefix_of, rows_on
 
 
 def report(api, *strings, **headers):
@@ -51,6 +53,7 @@ def test_a_malformed_report_is_refused_with_400_and_revokes_nothing(api, body) -
     assert api.get("/auth/check-key", key).status_code == 200
 
 
+@pytest.mark.slow
 def test_over_http_a_report_is_refused_by_every_worker_at_once(database_uri, tmp_path) -> None:
     if database_uri.startswith("sqlite"):
         database_uri = f"sqlite:///{tmp_path / 'leaks.db'}"
@@ -70,6 +73,7 @@ def test_over_http_a_report_is_refused_by_every_worker_at_once(database_uri, tmp
         clear_database(database_uri)
 
 
+@pytest.mark.slow
 def test_over_http_reports_are_limited_per_address(database_uri, tmp_path) -> None:
     if database_uri.startswith("sqlite"):
         database_uri = f"sqlite:///{tmp_path / 'leaks.db'}"
@@ -88,6 +92,7 @@ def test_over_http_reports_are_limited_per_address(database_uri, tmp_path) -> No
         clear_database(database_uri)
 
 
+@pytest.mark.slow
 def test_the_admin_search_opens_a_whole_key_by_its_digest_at_an_address_without_it(client, admin, api) -> None:
     leaked = api.new_key(user_email="leaked@example.com")
     api.new_key(user_email="other@example.com")
@@ -103,6 +108,7 @@ def test_the_admin_search_opens_a_whole_key_by_its_digest_at_an_address_without_
     assert "No key is that key." in listed and tampered not in listed
 
 
+@pytest.mark.slow
 def test_the_admin_search_posts_other_text_to_the_list_it_searches(client, admin, api) -> None:
     api.new_key(user_email="alice@example.com")
     api.new_key(user_email="bob@example.com")
@@ -112,6 +118,7 @@ def test_the_admin_search_posts_other_text_to_the_list_it_searches(client, admin
     assert client.post("/admin/search", data={"q": "alice"}).status_code == 400  # no CSRF token
 
 
+@pytest.mark.slow
 def test_an_admin_address_that_holds_a_whole_key_never_carries_it_on(client, admin, api) -> None:
     leaked = api.new_key(user_email="leaked@example.com")
     encoded = "lvk_%" + leaked[4:5].encode().hex() + leaked[5:]
@@ -127,6 +134,7 @@ def test_an_admin_address_that_holds_a_whole_key_never_carries_it_on(client, adm
         assert answer.status_code == 302 and answer.headers["Location"] == "/admin/login"
 
 
+@pytest.mark.slow
 def test_the_command_line_revokes_a_whole_key_read_from_standard_input(api, database_uri) -> None:
     leaked = api.new_key()
     done = flask_command(database_uri, "keys", "revoke", "--stdin", stdin=leaked + "\n")

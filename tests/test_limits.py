@@ -13,11 +13,15 @@ import requests
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from livekit_auth import create_app, keys, rate_limits
-from livekit_auth.extensions import db
-from livekit_auth.models import AuditEvent, User
+from livekit_auth import create_app, rate_limits
 
-from .support import AdminActions, child_pids, envelope_error, live_server, release, require_service
+from livekit_auth.apikeys import keys
+from livekit_auth.extensions import db
+from livekit_auth.apikeys.models import AuditEvent, User
+
+from bench.servers import child_pids, live_server
+
+from .support import AdminActions, envelope_error, release, require_service
 
 
 @pytest.fixture
@@ -211,6 +215,7 @@ def test_a_limit_store_that_never_answers_costs_one_short_wait(limited, caplog) 
     assert len(store_warnings(caplog)) == 1
 
 
+@pytest.mark.slow
 def test_with_redis_a_valid_key_costs_no_command_and_a_refusal_at_most_two(limited, monkeypatch) -> None:
     redis_url = require_service("TEST_REDIS_URL", "set it to a Redis database the test may use")
     sent: list[str] = []
@@ -262,6 +267,7 @@ def test_without_trusted_proxies_a_forwarded_header_is_ignored(limited) -> None:
     envelope_error(create(client, "b@example.com", **{"X-Forwarded-For": "10.0.0.2"}), 429)
 
 
+@pytest.mark.slow
 def test_admin_login_failures_are_limited_per_address(limited, admin_account) -> None:
     app = limited(RATELIMIT_ADMIN_LOGIN="2 per 15 minutes")
     actions = AdminActions(app.test_client())
@@ -271,6 +277,7 @@ def test_admin_login_failures_are_limited_per_address(limited, admin_account) ->
     assert refused.status_code == 429 and refused.mimetype == "text/html"
 
 
+@pytest.mark.slow
 def test_a_redis_limit_holds_across_workers_and_hosts(database_uri, tmp_path) -> None:
     redis_url = require_service("TEST_REDIS_URL", "set it to a Redis database the test may use")
     if database_uri.startswith("sqlite"):
@@ -402,6 +409,7 @@ def test_memory_store_holds_at_most_its_capacity_however_many_addresses_come(mon
     assert sum(store.get(f"address-{address}") for address in range(1000)) == 4 * rate_limits.SLOTS
 
 
+@pytest.mark.slow
 def test_a_locked_accounts_refusals_count_against_the_address_and_are_recorded_once(limited, admin_account) -> None:
     app = limited(RATELIMIT_ADMIN_LOGIN="9 per 15 minutes")
     actions = AdminActions(app.test_client())
@@ -416,6 +424,7 @@ def test_a_locked_accounts_refusals_count_against_the_address_and_are_recorded_o
     assert refused.status_code == 429
 
 
+@pytest.mark.slow
 def test_memory_limits_hold_across_the_workers_of_a_server_and_outlive_them(tmp_path) -> None:
     with live_server(f"sqlite:///{tmp_path / 'limits.db'}", tmp_path, workers=2, RATELIMIT_ENABLED="true",
                      RATELIMIT_CREATE_KEY="3 per hour") as server:
@@ -438,6 +447,7 @@ def test_memory_limits_hold_across_the_workers_of_a_server_and_outlive_them(tmp_
         assert [create_over_http(n) for n in range(4, 8)] == [429] * 4
 
 
+@pytest.mark.slow
 def test_the_admins_failed_logins_per_address_count_one_address_however_it_is_written(limited, admin_account) -> None:
     app = limited(TRUSTED_PROXY_COUNT=1, RATELIMIT_ADMIN_LOGIN="100 per 15 minutes")
     client = app.test_client()

@@ -2,7 +2,9 @@
 
 import json
 
-from livekit_auth import keys
+import pytest
+
+from livekit_auth.apikeys import keys
 
 from .support import envelope_error
 
@@ -29,6 +31,7 @@ def test_each_request_logs_one_json_line_without_secrets(api, client, capfd) -> 
     assert all(key not in line for line in lines)
 
 
+@pytest.mark.slow
 def test_metrics_need_their_token(app, api, client) -> None:
     envelope_error(client.get("/metrics"), 404)
     app.config["METRICS_TOKEN"] = "metrics-secret"

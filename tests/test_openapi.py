@@ -11,7 +11,9 @@ from openapi_spec_validator import validate
 
 from livekit_auth.apidoc import operation_of
 
-from .support import clear_database, live_server
+from bench.servers import live_server
+
+from .support import clear_database
 
 # Endpoints that are pages or files for people, or Prometheus text, not JSON API operations.
 NOT_API = {"static", "docs.docs_page", "docs.docs_asset", "health.metrics", "health.favicon"}
@@ -113,6 +115,7 @@ def schemathesis(server, key: str, workdir: Path, *selection: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(database_uri, tmp_path) -> None:
     if database_uri.startswith("sqlite"):
         database_uri = f"sqlite:///{tmp_path / 'schemathesis.db'}"

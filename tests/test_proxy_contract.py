@@ -8,7 +8,9 @@ current, so that a proxy never keeps a stale answer under a new version.
 
 import pytest
 
-from livekit_auth import create_app, keys
+from livekit_auth import create_app
+
+from livekit_auth.apikeys import keys
 from livekit_auth.extensions import db
 
 from .support import envelope_error, release

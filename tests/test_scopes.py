@@ -79,6 +79,7 @@ def test_scopes_that_are_not_scopes_are_refused_and_nothing_is_issued(app, api, 
     assert len(events(app, "key_created")) == 1
 
 
+@pytest.mark.slow
 def test_the_command_line_and_the_admin_issue_restricted_keys(app, api, runner, client, admin) -> None:
     result = runner.invoke(args=["keys", "create", "--email", "cli-scoped@example.com", "--scope", CALLS,
                                  "--scope", "assistants:read"])

@@ -10,7 +10,7 @@ import pytest
 from livekit_auth import create_app
 from livekit_auth.config import SettingError, load_or_create_secret_key
 
-from .support import PROJECT_ROOT, free_port
+from bench.servers import PROJECT_ROOT, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -37,12 +37,14 @@ def run(command: list[str], tmp_path: Path, **settings: str) -> subprocess.Compl
     ("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:notaport/0", "names no limit store; use memory:// or redis://host:6379/0"),
     ("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:99999/0", "names no limit store; use memory:// or redis://host:6379/0"),
 ])
+@pytest.mark.slow
 def test_a_bad_setting_stops_every_command_with_one_line(tmp_path, name, value, says) -> None:
     result = run([str(BIN / "flask"), "--app", "wsgi", "keys", "list"], tmp_path, **{name: value})
     assert result.returncode != 0
     assert result.stderr.strip() == f"livekit-auth: {name}={value!r} {says}"
 
 
+@pytest.mark.slow
 def test_a_database_of_another_kind_is_named_not_imported(tmp_path) -> None:
     result = run([str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], tmp_path,
                  DATABASE_URL="mysql://root@127.0.0.1/x")
@@ -52,6 +54,7 @@ def test_a_database_of_another_kind_is_named_not_imported(tmp_path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_an_unreachable_database_is_one_line_at_start(tmp_path) -> None:
     url = f"postgresql://ops:s3cret@127.0.0.1:{free_port()}/livekit"
     result = run([str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], tmp_path, DATABASE_URL=url)
@@ -84,12 +87,14 @@ def test_serving_beyond_this_machine_without_a_proxy_is_refused_with_one_line(tm
 
 @pytest.mark.parametrize(("host", "proxies"), [("127.0.0.1", "0"), ("127.0.0.2", "0"), ("::1", "0"),
                                                ("localhost", "0"), ("0.0.0.0", "1")])
+@pytest.mark.slow
 def test_loopback_or_a_declared_proxy_serves(tmp_path, host, proxies) -> None:
     result = run([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "--check-config", "wsgi:app"],
                  tmp_path, HOST=host, TRUSTED_PROXY_COUNT=proxies)
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_a_worker_sets_what_it_loaded_aside_from_the_garbage_collector(tmp_path) -> None:
     # gunicorn.conf.py's hooks, called as gunicorn calls them in a worker that loaded the app.
     script = (

@@ -12,11 +12,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from livekit_auth import keys
+from livekit_auth.apikeys import keys
 from livekit_auth.config import database_url, load_or_create_secret_key
 from livekit_auth.extensions import db
 
-from .support import LOCAL_POSTGRES, PROJECT_ROOT, local_services, require_service
+from bench.servers import PROJECT_ROOT
+
+from .support import LOCAL_POSTGRES, local_services, require_service
 
 
 def every_stored_value(app) -> list[str]:
@@ -88,6 +90,7 @@ def test_a_request_gives_back_the_session_it_opened_and_opens_none_it_does_not_n
     assert not db.session.registry.registry
 
 
+@pytest.mark.slow
 def test_servers_started_together_on_a_fresh_postgresql_database_all_migrate(tmp_path) -> None:
     server = require_service("TEST_DATABASE_URL", "set it to a PostgreSQL database the test may use")
     name = f"livekit_auth_migrate_{os.getpid()}"

@@ -2,9 +2,11 @@
 
 from prometheus_client import REGISTRY
 
-from livekit_auth import keys
+import pytest
 
-from .support import envelope_error, events, prefix_of, rows_on
+from livekit_auth.apikeys import keys
+
+from .support import cap_active_keys, envelope_error, events, prefix_of, rows_on
 
 SUSPENDED = "API key is suspended"
 
@@ -41,7 +43,7 @@ def test_a_suspended_key_is_refused_everywhere_at_once_and_a_resumed_one_opens_a
 
 
 def test_a_suspended_key_keeps_its_place_and_goes_with_revoke_all_and_a_leak_report(app, api, runner) -> None:
-    app.config["MAX_ACTIVE_KEYS_PER_USER"] = 2
+    cap_active_keys(app, 2)
     first = api.new_key(user_email="place@example.com")
     second = api.call("POST", "/auth/keys", first).json["data"]["api_key"]
     runner.invoke(args=["keys", "suspend", str(key_id(api, second))])
@@ -71,6 +73,7 @@ def test_the_command_line_says_what_it_did_and_refuses_a_dead_key(api, runner) -
     assert runner.invoke(args=["keys", "suspend", secret]).exit_code == 2  # a whole key: never as an argument
 
 
+@pytest.mark.slow
 def test_an_admin_suspends_and_resumes_a_key_after_confirming(app, client, admin, api) -> None:
     secret = api.new_key(user_email="admin-paused@example.com")
     number = key_id(api, secret)

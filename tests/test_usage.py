@@ -1,14 +1,16 @@
 """Usage per key: every check counted per key and day, batched, shown in the API and the admin."""
 
-import time
 from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from livekit_auth.admin.charts import daily_chart
 from livekit_auth.extensions import db
-from livekit_auth.keyring.usage import UsageRecorder
-from livekit_auth.models import KeyRequestCount
+from livekit_auth.apikeys.usage import UsageRecorder
+from livekit_auth.apikeys.models import KeyRequestCount
+
+from .support import eventually
 
 
 def listed(api, key: str) -> dict:
@@ -55,17 +57,16 @@ def test_counts_are_kept_in_memory_and_added_up_across_workers_in_batches(app, a
     assert request_counts(app) == {(known.id, frozen_clock.current.date()): 11}
 
 
-def test_the_background_writer_adds_the_counts(app, api, frozen_clock) -> None:
-    with app.app_context():
-        app.extensions["keyring"].usage = UsageRecorder(db.engine, 60, flush_seconds=0.1)
+@pytest.mark.slow
+def test_the_background_writer_adds_the_counts(app, api, frozen_clock, batched_usage) -> None:
+    batched_usage(0.1)
     key = api.new_key()
     for _ in range(7):
         api.get("/auth/check-key", key)
-    time.sleep(0.4)
-    assert list(request_counts(app).values()) == [7]
-    app.extensions["keyring"].usage.stop()
+    eventually(lambda: list(request_counts(app).values()) == [7], what="the seven checks counted")
 
 
+@pytest.mark.slow
 def test_the_admin_shows_requests_per_key_in_the_list_and_a_chart_on_its_page(client, admin, api) -> None:
     key = api.new_key(user_email="busy@example.com")
     for _ in range(12):

@@ -4,7 +4,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from livekit_auth import keys
+from livekit_auth.apikeys import keys
 
 from .support import envelope_error
 

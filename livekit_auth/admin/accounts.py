@@ -8,9 +8,11 @@ from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .. import audit, clock, keys
+from .. import clock
+from ..apikeys import audit, keys
+from ..apikeys.models import AuditEvent, canonical_email
 from ..extensions import db
-from ..models import Admin, AdminSession, AuditEvent, canonical_email
+from .models import Admin, AdminSession
 
 SESSION_TOKEN = "admin_session"
 ISSUED_KEY = "issued_key"  # the cookie session's entry: [a key's id, the browser's share of it]

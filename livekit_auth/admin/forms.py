@@ -4,7 +4,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from ..keyring.meter import MAX_QUOTA, PERIODS, RATE_LIMIT_MAX_LENGTH
+from ..apikeys.meter import MAX_QUOTA, PERIODS, RATE_LIMIT_MAX_LENGTH
 
 
 class LoginForm(FlaskForm):

@@ -15,11 +15,13 @@ from flask import current_app
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
-from ..auth import services
+from ..apikeys import reports
+from ..apikeys.meter import PERIODS, period_start
+from ..apikeys.models import (
+    ApiKey, AuditEvent, KeyRequestCount, KeyStatus, KeyUseCount, User, live_condition, status_condition,
+)
 from ..extensions import db
-from ..keyring.meter import PERIODS, period_start
 from ..schemas import timestamp
-from ..models import ApiKey, AuditEvent, KeyRequestCount, KeyStatus, KeyUseCount, User, live_condition, status_condition
 
 PAGE_SIZE = 50
 CHART_DAYS = 30
@@ -128,7 +130,7 @@ def export_batches(text: str, status: str, sort: str, now: datetime) -> Iterator
     """Every key the list would show, as the rows of the CSV export, EXPORT_BATCH rows at a time."""
     result = db.session.execute(listed_keys(text, status, sort, now).execution_options(yield_per=EXPORT_BATCH))
     for batch in result.partitions():
-        requests = services.recent_requests([key.id for key, _ in batch], now.date())
+        requests = reports.recent_requests(db.session, [key.id for key, _ in batch], now.date())
         yield [
             [
                 key.id, key.display_prefix, key.name or "", key.state(now), user.name, user.email,

@@ -25,16 +25,19 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from .. import audit, clock
-from ..auth import services
-from ..errors import ApiError, describe_validation_error
+from .. import clock
+from ..apikeys import audit, reports
+from ..apikeys.errors import KeyRuleBroken
+from ..apikeys.keys import KEY_PATTERN
+from ..apikeys.meter import LimitSettings, settings_from, settings_of
+from ..apikeys.models import ApiKey, User, canonical_email
+from ..apikeys.services import KeyService
+from ..context import client_address, key_service, record
+from ..errors import describe_validation_error, renders_errors
 from ..extensions import csrf, db
 from ..gate import public
-from ..keyring.meter import LimitSettings, settings_from, settings_of
-from ..keys import KEY_PATTERN
-from ..models import ApiKey, User, canonical_email
-from ..rate_limits import limit_per_address
 from ..schemas import CreateKeySchema, NewKeySchema
+from ..throttles import limit_per_address
 from . import accounts, queries
 from .charts import daily_chart
 from .forms import ConfirmForm, IssueKeyForm, LimitsForm, LoginForm
@@ -108,7 +111,7 @@ def error_page(status: int, message: str, headers: dict[str, str]) -> ResponseRe
     }
 
 
-bp.error_page = error_page  # type: ignore[attr-defined]  # read by errors.failure
+renders_errors(bp, error_page)
 
 
 def safe_next(target: str | None) -> str:
@@ -140,11 +143,11 @@ def login() -> ResponseReturnValue:
     # The attempt is recorded as failed, and committed, before its password is checked: each
     # attempt then counts every one committed before it, so attempts sent in parallel cannot
     # all find room under the limit. A successful one is rewritten as a login.
-    attempt = audit.record(audit.LOGIN_FAILED, actor=email, target=email)
+    attempt = record(audit.LOGIN_FAILED, actor=email, target=email)
     db.session.commit()
     limit = current_app.config["ADMIN_LOGIN_MAX_FAILURES"]
     now = clock.now()
-    if accounts.recent_failures(email, audit.client_address(), now) > limit:
+    if accounts.recent_failures(email, client_address(), now) > limit:
         # A refusal is no failed login of its own: the first is recorded as the lock-out, once
         # per window, and the rest leave no row that could push everything else off the log.
         if accounts.locked_since(email, now):
@@ -168,7 +171,7 @@ def login() -> ResponseReturnValue:
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
     """End the session on the server and forget the cookie."""
-    audit.record(audit.LOGOUT, actor=g.admin_email, target=g.admin_email)
+    record(audit.LOGOUT, actor=g.admin_email, target=g.admin_email)
     accounts.end_session(g.admin_session)
     db.session.commit()
     flash("You have been logged out.", "info")
@@ -189,7 +192,7 @@ def search() -> ResponseReturnValue:
     """
     text, status, sort = list_arguments(request.form)
     if holds_a_key(text):  # a key's shape, its checksum right or not: most of a secret all the same
-        found = services.key_by_secret(text)
+        found = key_service().key_by_secret(text)
         if found is not None:
             return redirect(url_for("admin.key_detail", key_id=found.id), 303)
         flash("No key is that key.", "info")
@@ -223,7 +226,7 @@ def keys() -> ResponseReturnValue:
     return render_template(
         "admin/keys.html",
         page=page,
-        requests=services.recent_requests([key.id for key, _ in page.rows], now.date()),
+        requests=reports.recent_requests(db.session, [key.id for key, _ in page.rows], now.date()),
         q=text,
         status=status,
         status_filters=queries.STATUS_FILTERS,
@@ -292,7 +295,7 @@ def spreadsheet_safe(value: object) -> object:
 
 def key_or_404(key_id: int) -> ApiKey:
     """A key by id, or the admin's 404 page."""
-    key = services.key_by_id(key_id)
+    key = key_service().key_by_id(key_id)
     if key is None:
         abort(404)
     return key
@@ -324,24 +327,24 @@ def key_detail(key_id: int) -> ResponseReturnValue:
     key = key_or_404(key_id)
     owner: User = key.user
     # One page of the owner's other keys; the key list, searched by their email, has the rest.
-    others = [other for other in services.user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
+    others = [other for other in key_service().user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
     now = clock.now()
-    daily = services.daily_requests(key.id, now.date())
-    refused = services.daily_refusals(key.id, now.date())
+    daily = reports.daily_requests(db.session, key.id, now.date())
+    refused = reports.daily_refusals(db.session, key.id, now.date())
     series = [("requests", "checks passed", daily)] + [
         (css_class, label, refused[outcome]) for outcome, css_class, label in CHARTED_REFUSALS if outcome in refused
     ]
     return render_template(
         "admin/key.html",
         key=key,
-        chart=daily_chart(services.usage_days(now.date()), series),
+        chart=daily_chart(reports.usage_days(now.date()), series),
         refusals_30d={label: sum(refused[outcome]) for outcome, _, label in CHARTED_REFUSALS if outcome in refused},
-        key_quota=services.quota_use(key, now),
-        user_quota=services.quota_use(owner, now),
+        key_quota=key_service().quota_use(key, now),
+        user_quota=key_service().quota_use(owner, now),
         key_limits=limits_form(key),
         user_limits=limits_form(owner),
         requests_30d=sum(daily),
-        active_count=services.count_active(owner.id, now),
+        active_count=key_service().count_active(owner.id, now),
         owner=owner,
         others=others[: queries.PAGE_SIZE],
         more_others=len(others) > queries.PAGE_SIZE,
@@ -358,12 +361,14 @@ def revoke(key_id: int) -> ResponseReturnValue:
     form = ConfirmForm()
     if request.method == "GET":
         return render_template("admin/confirm_revoke.html", key=key, form=form)
-    return change_key(key, services.revoke, "revoked", "was already revoked")
+    return change_key(key, KeyService.revoke, "revoked", "was already revoked")
 
 
-def change_key(key: ApiKey, change: Callable[[ApiKey, str], bool], done: str, undone: str) -> ResponseReturnValue:
+def change_key(
+    key: ApiKey, change: Callable[[KeyService, ApiKey, str], bool], done: str, undone: str
+) -> ResponseReturnValue:
     """Make a confirmed change of a key, tell the admin whether it was made, and go back to its page."""
-    if change(key, g.admin_email):
+    if change(key_service(), key, g.admin_email):
         db.session.commit()
         queries.forget_overview()
         flash(f"Key {key.display_prefix}… {done}.", "info")
@@ -373,10 +378,10 @@ def change_key(key: ApiKey, change: Callable[[ApiKey, str], bool], done: str, un
     return redirect(url_for("admin.key_detail", key_id=key.id))
 
 
-# What suspending and resuming do: the service's function, and what the admin is told after.
+# What suspending and resuming do: the service's method, and what the admin is told after.
 SUSPENSION = {
-    "suspend": (services.suspend, "suspended: refused until it is resumed", "was not active; nothing changed"),
-    "resume": (services.resume, "resumed: it opens the API again", "was not suspended; nothing changed"),
+    "suspend": (KeyService.suspend, "suspended: refused until it is resumed", "was not active; nothing changed"),
+    "resume": (KeyService.resume, "resumed: it opens the API again", "was not suspended; nothing changed"),
 }
 
 
@@ -411,12 +416,13 @@ def posted_limits(form: LimitsForm) -> LimitSettings | None:
         return None
 
 
-def change_limits(row: ApiKey | User, named: str, change: Callable[[ApiKey | User, LimitSettings, str], bool],
-                  back: str) -> ResponseReturnValue:
+def change_limits(
+    row: ApiKey | User, named: str, change: Callable[[KeyService, Any, LimitSettings, str], bool], back: str
+) -> ResponseReturnValue:
     """Set the limits a form posted on a key or a user, tell the admin, and go back to the key's page."""
     limits = posted_limits(LimitsForm())
     if limits is not None:
-        if change(row, limits, g.admin_email):
+        if change(key_service(), row, limits, g.admin_email):
             db.session.commit()
             flash(f"Limits of {named} now: {limits.describe()}.", "info")
         else:
@@ -428,7 +434,7 @@ def change_limits(row: ApiKey | User, named: str, change: Callable[[ApiKey | Use
 def key_limits(key_id: int) -> ResponseReturnValue:
     """Set a key's own rate limits and quota; every worker and proxy counts by them at once."""
     key = key_or_404(key_id)
-    return change_limits(key, f"{key.display_prefix}…", services.set_key_limits,
+    return change_limits(key, f"{key.display_prefix}…", KeyService.set_key_limits,
                          url_for("admin.key_detail", key_id=key.id))
 
 
@@ -436,7 +442,7 @@ def key_limits(key_id: int) -> ResponseReturnValue:
 def user_limits(key_id: int) -> ResponseReturnValue:
     """Set the limits counted across all the keys of a key's user, from that key's page."""
     key = key_or_404(key_id)
-    return change_limits(key.user, key.user.email, services.set_user_limits,
+    return change_limits(key.user, key.user.email, KeyService.set_user_limits,
                          url_for("admin.key_detail", key_id=key.id))
 
 
@@ -446,7 +452,7 @@ def issue() -> ResponseReturnValue:
 
     The form starts with the default limits of new keys (KEY_RATE_LIMIT_DEFAULT, KEY_QUOTA_DEFAULT).
     """
-    form = IssueKeyForm(**limit_fields(services.default_limits()))
+    form = IssueKeyForm(**limit_fields(key_service().settings.default_limits))
     if not form.validate_on_submit():
         return render_template("admin/issue.html", form=form), 400 if request.method == "POST" else 200
     email = form.email.data.strip()
@@ -459,7 +465,7 @@ def issue() -> ResponseReturnValue:
         key_fields = NewKeySchema().load({"name": form.key_name.data or None,
                                           "expires_in_days": form.expires_in_days.data, "scopes": asked_scopes})
         limits = settings_from(*form.limit_fields())
-        key, secret = services.issue_for_email(
+        key, secret = key_service().issue_for_email(
             holder["user_email"], holder, key_fields["name"], key_fields["expires_in_days"], g.admin_email,
             key_fields["scopes"], limits,
         )
@@ -475,9 +481,9 @@ def issue() -> ResponseReturnValue:
         db.session.rollback()
         flash(sentence(error), "error")
         return render_template("admin/issue.html", form=form), 400
-    except (ApiError, IntegrityError) as error:
+    except (KeyRuleBroken, IntegrityError) as error:
         db.session.rollback()
-        flash(error.message if isinstance(error, ApiError) else "The user was registered meanwhile; try again",
+        flash(error.message if isinstance(error, KeyRuleBroken) else "The user was registered meanwhile; try again",
               "error")
         return render_template("admin/issue.html", form=form), 409
     queries.forget_overview()
@@ -500,15 +506,15 @@ def issued(key_id: int) -> ResponseReturnValue:
 @bp.route("/users/<int:user_id>/revoke-all", methods=["GET", "POST"])
 def revoke_all(user_id: int) -> ResponseReturnValue:
     """Confirm with the number of keys at stake, then revoke every active key of a user."""
-    user = services.user_by_id(user_id)
+    user = key_service().user_by_id(user_id)
     if user is None:
         abort(404)
     form = ConfirmForm()
     now = clock.now()
     if request.method == "GET":
-        count = services.count_active(user.id, now)
+        count = key_service().count_active(user.id, now)
         return render_template("admin/confirm_revoke_all.html", user=user, count=count, form=form)
-    revoked = services.revoke_all(user.id, g.admin_email, now)
+    revoked = key_service().revoke_all(user.id, g.admin_email, now)
     db.session.commit()
     queries.forget_overview()
     flash(f"Revoked {revoked} keys of {user.email}.", "info")

@@ -1,11 +1,9 @@
 """The audit log: who did what, when, from where; never a secret."""
 
-from flask import has_request_context, request
+from sqlalchemy.orm import Session
 
-from . import clock
-from .extensions import db
+from .. import clock
 from .models import AuditEvent
-from .rate_limits import canonical_address
 
 LOGIN = "login"
 LOGIN_FAILED = "login_failed"
@@ -34,26 +32,17 @@ def by_key(display_prefix: str) -> str:
     return f"{API} {display_prefix}"
 
 
-def client_address() -> str:
-    """The address a request came from, in its canonical spelling, or where a command was run.
-
-    Canonical, so that the admin's count of failed logins per address is one count however
-    the address is written.
-    """
-    if has_request_context():
-        return canonical_address(request.remote_addr or "unknown")[:64]
-    return COMMAND_LINE
-
-
-def record(action: str, actor: str, target: str | None = None, detail: str | None = None) -> AuditEvent:
-    """Stage an audit event; it is committed with the work it describes."""
+def record(
+    session: Session, action: str, actor: str, address: str, target: str | None = None, detail: str | None = None
+) -> AuditEvent:
+    """Stage an audit event done from an address (COMMAND_LINE for the CLI), committed with the work it describes."""
     event = AuditEvent(
         at=clock.now(),
         actor=actor[:254],
         action=action,
         target=target[:254] if target else None,
-        address=client_address(),
+        address=address[:64],
         detail=detail[:500] if detail else None,
     )
-    db.session.add(event)
+    session.add(event)
     return event

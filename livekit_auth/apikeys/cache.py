@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from .meter import Limits
+from .models import KeyStatus, key_status
 from .signal import KeySignal
-from ..models import KeyStatus, key_status
 
 
 class Holder(NamedTuple):
@@ -31,9 +31,13 @@ class Holder(NamedTuple):
     org_name: str | None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class KnownKey:
-    """What authenticating a key needs to know, and what the API shows of its holder."""
+    """What authenticating a key needs to know, and what the API shows of its holder.
+
+    One is made each time a key is read, so it is compared by identity: whatever is kept about
+    a key against its KnownKey (the web layer's rendered answers) goes with it.
+    """
 
     id: int
     user_id: int
@@ -57,11 +61,6 @@ class KnownKey:
     limit_group: int | None = None  # the key whose windows its own limits count in; None: its own
     # Its own limits and its user's, parsed as it is read; None for a key with none (most).
     limits: tuple[Limits, ...] | None = None
-    # What GET /auth/check-key answers for this key, rendered once by that view: a key's holder
-    # and creation time never change, and the entry goes with the key when it leaves the cache.
-    answer: bytes | None = None
-    # What GET /auth/verify answers for it in headers, kept the same way.
-    forwarded: list[tuple[str, str]] | None = None
 
     def status(self, at: datetime) -> KeyStatus:
         """The key's status at a moment."""
@@ -83,8 +82,12 @@ class Changes(NamedTuple):
 class KeyCache:
     """A least-recently-used map from digest to KnownKey, bounded in size."""
 
-    def __init__(self, capacity: int, poll_seconds: float, signal: KeySignal | None = None) -> None:
+    def __init__(
+        self, capacity: int, poll_seconds: float, signal: KeySignal | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.capacity = capacity
+        self.monotonic = monotonic
         self.poll_seconds = poll_seconds
         self.signal = signal
         self.entries: OrderedDict[str, KnownKey] = OrderedDict()
@@ -96,7 +99,7 @@ class KeyCache:
         """Evict the keys changed since the version last seen; ask every poll_seconds, or when signalled."""
         # Read before the version: a change is committed before its signal is sent.
         heard = None if self.signal is None else self.signal.read()
-        now = time.monotonic()
+        now = self.monotonic()
         if heard == self.heard and now - self.polled_at < self.poll_seconds:
             return
         changes = read_changes(self.version)

@@ -4,7 +4,7 @@ A worker's Keyring owns everything a check touches: the cache of keys seen latel
 connection that reads a key not in it, the signal that tells the workers of a server that a
 key changed, the changes feed that says which, the notes of last use, and the throttle on
 failed checks per address. The gate hands it the header; it answers a KnownKey or raises one
-of the refusals below, which the error handlers turn into statuses.
+of the refusals of errors.py, which the web layer turns into statuses.
 """
 
 import hmac
@@ -14,77 +14,23 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import NamedTuple, NoReturn
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .. import clock, keys
+from .. import clock
 from ..metrics import count_key_cache, count_key_check
-from ..models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyRequestCount, KeyShard, KeyStatus, User
 from ..rate_limits import Counted, RateLimited, RateLimits
-from . import meter
+from . import keys, meter
+from .meter import QUOTA_USED
+from .models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyShard, KeyStatus, User
 from .cache import Changes, KeyCache, KnownKey
+from .errors import (
+    REFUSALS, InvalidKey, KeyLimited, KeyRefused, MissingKey, MissingScope, QuotaExhausted, SuspendedKey,
+)
 from .reader import KeyReader
 from .signal import send_after_commit
 from .usage import UsageRecorder
-
-
-class KeyRefused(Exception):
-    """A presented key that opens nothing; outcome names it in the key-check metrics."""
-
-    outcome = "invalid"
-    key_id: int | None = None  # the key refused, when one was found
-
-
-class MissingKey(KeyRefused):
-    """No x-api-key header at all."""
-
-
-class InvalidKey(KeyRefused):
-    """A key of the wrong shape or checksum, or one no user holds."""
-
-
-class RevokedKey(KeyRefused):
-    """A key its holder or an admin revoked."""
-
-    outcome = "revoked"
-
-
-class ExpiredKey(KeyRefused):
-    """A key past its expiry."""
-
-    outcome = "expired"
-
-
-class SuspendedKey(KeyRefused):
-    """A key an operator suspended, refused until it is resumed."""
-
-    outcome = "suspended"
-
-
-class MissingScope(Exception):
-    """A valid restricted key asked to act in a scope it does not carry: 403, not a failed check."""
-
-    def __init__(self, scope: str) -> None:
-        super().__init__(scope)
-        self.scope = scope
-
-
-class KeyLimited(Exception):
-    """A valid key past one of its own or its user's rate limits: 429, not a failed check."""
-
-    outcome = "rate_limited_key"
-
-    def __init__(self, retry_after: int, headers: list[tuple[str, str]]) -> None:
-        super().__init__(retry_after)
-        self.retry_after = retry_after
-        self.headers = headers
-
-
-class QuotaExhausted(KeyLimited):
-    """A valid key past its own or its user's quota, until the period's refill."""
-
-    outcome = "quota_exhausted"
 
 
 class Admission(NamedTuple):
@@ -93,11 +39,6 @@ class Admission(NamedTuple):
     key: KnownKey
     limit_headers: list[tuple[str, str]] | None
 
-
-# The refusal of a key in each status but active.
-REFUSALS: dict[KeyStatus, type[KeyRefused]] = {
-    KeyStatus.REVOKED: RevokedKey, KeyStatus.EXPIRED: ExpiredKey, KeyStatus.SUSPENDED: SuspendedKey,
-}
 
 # Built once: a key check runs in front of every API call, and building a statement costs
 # more than running it.
@@ -112,17 +53,6 @@ LOOK_UP = (
     .join(User, ApiKey.user_id == User.id)
     .where(ApiKey.digest == bindparam("digest"))
 )
-# A quota's record: the checks the keys of a limit group (ApiKey.limit_group), or all of a
-# user's keys, passed since a day.
-QUOTA_USED = {
-    subject: select(func.coalesce(func.sum(KeyRequestCount.requests), 0))
-    .join(ApiKey, ApiKey.id == KeyRequestCount.key_id)
-    .where(whose, KeyRequestCount.day >= bindparam("since"))
-    for subject, whose in (
-        ("key", or_(ApiKey.id == bindparam("subject"), ApiKey.limit_group == bindparam("subject"))),
-        ("user", ApiKey.user_id == bindparam("subject")),
-    )
-}
 KEY_VERSION = select(KeyChanges.version).where(KeyChanges.id == 1)
 BUMP_KEY_VERSION = (
     update(KeyChanges).where(KeyChanges.id == 1).values(version=KeyChanges.version + 1)

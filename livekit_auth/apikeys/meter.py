@@ -17,9 +17,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, NamedTuple
 
 from limits import RateLimitItem, parse_many
+from sqlalchemy import bindparam, func, or_, select
 
 from ..config import SettingError
 from ..rate_limits import ZERO_WINDOW, Window, store_key
+from .models import ApiKey, KeyRequestCount
 
 PERIODS = ("day", "month")
 MAX_RATE_LIMITS = 8
@@ -204,3 +206,16 @@ def settings_from(rate: str | None, quota_limit: int | None, period: str | None)
     if quota_limit is None and period is not None:
         raise ValueError("a period needs a quota")
     return LimitSettings(rate_limit_text(rate), quota(quota_limit, period or "month"))
+
+
+# A quota's record: the checks the keys of a limit group (ApiKey.limit_group), or all of a
+# user's keys, passed since a day.
+QUOTA_USED = {
+    subject: select(func.coalesce(func.sum(KeyRequestCount.requests), 0))
+    .join(ApiKey, ApiKey.id == KeyRequestCount.key_id)
+    .where(whose, KeyRequestCount.day >= bindparam("since"))
+    for subject, whose in (
+        ("key", or_(ApiKey.id == bindparam("subject"), ApiKey.limit_group == bindparam("subject"))),
+        ("user", ApiKey.user_id == bindparam("subject")),
+    )
+}

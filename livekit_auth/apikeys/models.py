@@ -7,14 +7,28 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, ColumnElement, Date, DateTime, ForeignKey, Index, Integer, String, and_, or_,
+    BigInteger, ColumnElement, Date, DateTime, ForeignKey, Index, Integer, MetaData, String, and_, or_,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from . import keys
-from .extensions import db
+
+# Named constraints, so that migrations can alter them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every model; Flask-SQLAlchemy binds its metadata to the app."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -62,7 +76,7 @@ def lower_copy(source: str, rule: Callable[[str], str] = str.lower) -> Callable[
     return copy
 
 
-class User(db.Model):
+class User(Base):
     """Someone who holds API keys; one per email address."""
 
     __tablename__ = "users"
@@ -113,7 +127,7 @@ def key_status(
     return KeyStatus.ACTIVE
 
 
-class ApiKey(db.Model):
+class ApiKey(Base):
     """An issued key, known only by its SHA-256 digest and a display prefix."""
 
     __tablename__ = "api_keys"
@@ -188,7 +202,7 @@ def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
     return and_(live_condition(now), ApiKey.suspended_at.is_(None))
 
 
-class KeyChanges(db.Model):
+class KeyChanges(Base):
     """One row whose version moves with every change that can make a key unusable.
 
     A change updates the row, whose lock it then holds until it commits: so versions are
@@ -202,7 +216,7 @@ class KeyChanges(db.Model):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
-class KeyChange(db.Model):
+class KeyChange(Base):
     """A key one change touched, under the version it moved the keys to: the changes feed.
 
     Workers read the feed from the last version they saw and evict just those keys. A digest
@@ -219,7 +233,7 @@ class KeyChange(db.Model):
 ALL_KEYS = "*"  # no digest: digests are hexadecimal
 
 
-class KeyShard(db.Model):
+class KeyShard(Base):
     """The version at which a key of one shard (keys.shard) last changed.
 
     A proxy that keeps the service's verify answers (deploy/nginx) reads all 256 versions at
@@ -233,7 +247,7 @@ class KeyShard(db.Model):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
-class KeyUseCount(db.Model):
+class KeyUseCount(Base):
     """How many keys were used on a day: what the admin chart of keys used per day shows.
 
     The usage writer adds the keys whose first use of the day it records; the update that
@@ -246,7 +260,7 @@ class KeyUseCount(db.Model):
     keys_used: Mapped[int] = mapped_column(Integer)
 
 
-class KeyRequestCount(db.Model):
+class KeyRequestCount(Base):
     """How many checks a key passed on a day: what its 30-day figures and chart show.
 
     Each worker counts in memory and adds its counts in the batched writes that record last
@@ -260,7 +274,7 @@ class KeyRequestCount(db.Model):
     requests: Mapped[int] = mapped_column(BigInteger)
 
 
-class KeyRefusalCount(db.Model):
+class KeyRefusalCount(Base):
     """How many checks of a valid key were refused on a day, by outcome: what its chart shows beside those passed.
 
     The outcomes are rate_limited_key, quota_exhausted, missing_scope and suspended; counted
@@ -275,37 +289,7 @@ class KeyRefusalCount(db.Model):
     refusals: Mapped[int] = mapped_column(BigInteger)
 
 
-class Admin(db.Model):
-    """An operator of the admin pages; not an API user."""
-
-    __tablename__ = "admins"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased: see migration 0007
-    password_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class AdminSession(db.Model):
-    """A signed-in admin's session, kept on the server so that logging out really ends it."""
-
-    __tablename__ = "admin_sessions"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # A key issued in this session and not shown yet: its id, and one of the two random shares
-    # whose XOR is the key (the other is in the browser's cookie), so neither side holds it.
-    issued_key_id: Mapped[int | None]
-    issued_key_share: Mapped[str | None] = mapped_column(String(128))
-
-    admin: Mapped[Admin] = relationship()
-
-
-class AuditEvent(db.Model):
+class AuditEvent(Base):
     """Something an admin did, or tried: never a secret."""
 
     __tablename__ = "audit_events"

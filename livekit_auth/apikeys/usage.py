@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from .cache import KnownKey
-from ..models import ApiKey, KeyRefusalCount, KeyRequestCount, KeyUseCount
+from .models import ApiKey, KeyRefusalCount, KeyRequestCount, KeyUseCount
 
 logger = logging.getLogger(__name__)
 

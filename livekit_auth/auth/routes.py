@@ -2,21 +2,25 @@
 
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 from flask import Blueprint, Response, current_app, g, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit, clock
+from .. import clock
 from ..apidoc import FORWARDED, KEY_VERSIONS, documented, request_body, request_query
+from ..apikeys import audit, reports
+from ..apikeys.cache import Holder, KnownKey
+from ..apikeys.models import ApiKey, User
+from ..apikeys.services import EMAIL_TAKEN, inherited_limits, scopes_for_new_key
+from ..context import key_service
 from ..envelope import success_body, success_response
 from ..errors import ApiError
 from ..extensions import db
 from ..gate import public
-from ..keyring.cache import Holder
-from ..models import ApiKey, User
-from ..rate_limits import limit_per_address, limit_per_user
+from ..throttles import limit_per_address, limit_per_user
 from ..schemas import (
     CheckedKeySchema,
     CreatedKeySchema,
@@ -32,7 +36,6 @@ from ..schemas import (
     RotateKeySchema,
     timestamp,
 )
-from . import services
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -41,6 +44,11 @@ KEY_ISSUE_SCOPE = "key-issue"  # adding and rotating keys count together against
 # What /auth/verify's headers carry unencoded: printable ASCII but the escape character.
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
 MAX_AGE = "X-Auth-Max-Age"  # how long a proxy may keep an answer, in seconds; absent: not at all
+# What GET /auth/check-key answers for a key, and GET /auth/verify in headers, rendered once per
+# key the key check holds: a key's holder and creation time never change, and an answer goes
+# with its KnownKey when the key leaves the worker's cache (or is read again).
+CHECKED: WeakKeyDictionary[KnownKey, bytes] = WeakKeyDictionary()
+FORWARDED_HEADERS: WeakKeyDictionary[KnownKey, list[tuple[str, str]]] = WeakKeyDictionary()
 
 
 class NoContent(Response):
@@ -82,14 +90,15 @@ def issued_answer(message: str, schema: Schema, key: ApiKey, secret: str, **more
 def create_key() -> ResponseReturnValue:
     """Register a user and issue their first key, shown this once."""
     fields = request_body()
-    user = services.register_user(fields["user_name"], fields["user_email"], fields["org_name"])
-    _, secret = services.issue_key(user, user.created_at, audit.API, limits=services.default_limits())
+    service = key_service()
+    user = service.register_user(fields["user_name"], fields["user_email"], fields["org_name"])
+    _, secret = service.issue_key(user, user.created_at, audit.API, limits=service.settings.default_limits)
     data = CreatedKeySchema().dump({"api_key": secret, **holder(user)})
     try:
         db.session.commit()
     except IntegrityError as error:
         db.session.rollback()
-        raise ApiError(409, services.EMAIL_TAKEN) from error
+        raise ApiError(409, EMAIL_TAKEN) from error
     return success_response(KEY_CREATED, data)
 
 
@@ -99,14 +108,15 @@ def check_key() -> ResponseReturnValue:
     """Describe the key the gate has already authenticated.
 
     This answer runs in front of every API call, and what it says of a key never changes, so
-    it is rendered once (by hand, in CheckedKeySchema's shape: a schema dump costs more than
-    the rest of the view) and kept with the key in the worker's key cache.
+    it is rendered once per cached key (by hand, in CheckedKeySchema's shape: a schema dump
+    costs more than the rest of the view) and kept in CHECKED.
     """
     known = g.api_key
-    if known.answer is None:
+    answer = CHECKED.get(known)
+    if answer is None:
         data = {**holder(known.holder), "created_at": timestamp(known.created_at)}
-        known.answer = success_body("API key is valid", data)
-    return current_app.response_class(known.answer, mimetype=current_app.json.mimetype)
+        answer = CHECKED[known] = success_body("API key is valid", data)
+    return current_app.response_class(answer, mimetype=current_app.json.mimetype)
 
 
 @bp.get("/verify")
@@ -123,8 +133,9 @@ def verify() -> ResponseReturnValue:
     user's) gets none: each of its calls must reach the service to be counted.
     """
     known = g.api_key
-    if known.forwarded is None:
-        known.forwarded = [
+    forwarded = FORWARDED_HEADERS.get(known)
+    if forwarded is None:
+        forwarded = FORWARDED_HEADERS[known] = [
             ("X-Auth-User-Id", str(known.user_id)),
             ("X-Auth-User-Email", header_value(known.user_email)),
             ("X-Auth-Org", header_value(known.org_name or "")),
@@ -135,7 +146,7 @@ def verify() -> ResponseReturnValue:
     keep = 0.0 if known.limits is not None else float(current_app.config["PROXY_CACHE_SECONDS"])
     if known.expires_at is not None:
         keep = min(keep, (known.expires_at - clock.now()).total_seconds())
-    headers = [*known.forwarded, (MAX_AGE, seconds_text(keep))] if keep > 0 else known.forwarded
+    headers = [*forwarded, (MAX_AGE, seconds_text(keep))] if keep > 0 else forwarded
     return NoContent(None, 204, headers)
 
 
@@ -173,14 +184,15 @@ def list_keys() -> ResponseReturnValue:
     """
     page = request_query()
     limit = page["limit"]
-    found = services.user_keys(g.user.id, limit + 1, page["before"])
+    service = key_service()
+    found = service.user_keys(g.user.id, limit + 1, page["before"])
     listed = found[:limit]
     now = clock.now()
-    recent = services.recent_requests([key.id for key in listed], now.date())
+    recent = reports.recent_requests(db.session, [key.id for key in listed], now.date())
     data = ListedKeySchema(many=True).dump(listed)
     for key, row in zip(listed, data):
         row["requests_30d"] = recent.get(row["id"], 0)
-        row["quota"] = services.quota_use(key, now)
+        row["quota"] = service.quota_use(key, now)
     response = success_response("API keys", data)
     if len(found) > limit:
         following = url_for("auth.list_keys", limit=limit, before=found[limit - 1].id)
@@ -195,10 +207,10 @@ def add_key() -> ResponseReturnValue:
     """Issue another key to the caller's user."""
     fields = request_body()
     calling = g.api_key.scopes
-    scopes = services.scopes_for_new_key(calling, fields["scopes"]) if "scopes" in fields else calling
+    scopes = scopes_for_new_key(calling, fields["scopes"]) if "scopes" in fields else calling
     user = db.session.get(User, g.user.id)
-    key, secret = services.add_key(user, fields["name"], fields["expires_in_days"], acting_key(), scopes,
-                                   *services.inherited_limits(g.api_key))
+    key, secret = key_service().add_key(user, fields["name"], fields["expires_in_days"], acting_key(), scopes,
+                                        *inherited_limits(g.api_key))
     return issued_answer(KEY_CREATED, IssuedKeySchema(), key, secret)
 
 
@@ -209,7 +221,7 @@ def rotate_key() -> ResponseReturnValue:
     """Replace the calling key; it keeps working for the grace period, then expires."""
     fields = request_body()
     old = db.session.get(ApiKey, g.api_key.id)
-    key, secret = services.rotate_key(old, fields["grace_hours"], fields["expires_in_days"], acting_key())
+    key, secret = key_service().rotate_key(old, fields["grace_hours"], fields["expires_in_days"], acting_key())
     return issued_answer("API key rotated, Store the new key securely", RotatedKeySchema(), key, secret,
                          previous_key_expires_at=old.expires_at)
 
@@ -224,7 +236,7 @@ def report_leaked_keys() -> ResponseReturnValue:
     Holding a key already lets anyone revoke it, so this grants no new power, only speed.
     """
     fields = request_body()
-    revoked = services.revoke_leaked(fields["keys"], clock.now())
+    revoked = key_service().revoke_leaked(fields["keys"], clock.now())
     db.session.commit()
     return success_response("Leaked keys revoked", LeakReportResultSchema().dump({"revoked": revoked}))
 
@@ -233,8 +245,9 @@ def report_leaked_keys() -> ResponseReturnValue:
 @documented(data=KeySchema, statuses=(404,))
 def revoke_key(key_id: int) -> ResponseReturnValue:
     """Revoke one of the caller's keys, the calling key included; twice is harmless."""
-    key = services.own_key(g.user.id, key_id)
-    services.revoke(key, acting_key())
+    service = key_service()
+    key = service.own_key(g.user.id, key_id)
+    service.revoke(key, acting_key())
     data = KeySchema().dump(key)
     db.session.commit()
     return success_response("API key revoked", data)
