@@ -148,7 +148,8 @@ def iso(moment: datetime | None) -> str | None:
 def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
     """Print keys, oldest first: never a key, only its display prefix."""
     now = clock.now()
-    found = key_service().keys_with_users(email_option(email), KeyStatus(status) if status else None, now)
+    service = key_service()
+    found = service.keys_with_users(email_option(email), KeyStatus(status) if status else None, now)
     requests = reports.recent_requests(db.session, [key.id for key in found], now.date())
     if as_json:
         click.echo(json.dumps([{
@@ -156,7 +157,7 @@ def list_keys(email: str | None, status: str | None, as_json: bool) -> None:
             "status": key.status(now).value, "created_at": iso(key.created_at),
             "expires_at": iso(key.expires_at), "last_used_at": iso(key.last_used_at),
             "revoked_at": iso(key.revoked_at), "scopes": keys.scope_list(key.scopes),
-            "rate_limit": key.rate_limit, "quota": key_service().quota_use(key, now),
+            "rate_limit": key.rate_limit, "quota": service.quota_use(key, now),
             "requests_30d": requests.get(key.id, 0),
             "email": key.user.email, "org_name": key.user.org_name,
         } for key in found], indent=2))

@@ -28,6 +28,7 @@ def failure_body(message: str) -> bytes:
 
     The messages come from a short fixed list (those of settings are fixed per process), and
     refusing a key is the path a client guessing keys drives as fast as it can.
+    tests/test_speedups.py checks that the bytes are jsonify's.
     """
     return rendered({"success": False, "message": message, "data": None})
 

@@ -31,7 +31,10 @@ ERROR_PAGES: Marks[ErrorPage] = Marks()  # the blueprints that answer errors wit
 
 
 class ApiError(Exception):
-    """A failure to report to the client with a status and a message."""
+    """A failure of the web layer itself (a request's form, a probe) to report with a status and a message.
+
+    The key domain raises its own errors instead (apikeys/errors.py), given their statuses below.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -97,7 +100,7 @@ def handle_rate_limited(error: RateLimited) -> ResponseReturnValue:
 
 
 def handle_api_error(error: ApiError) -> ResponseReturnValue:
-    """Answer a domain failure raised by a view or service."""
+    """Answer a failure a view, the gate or the body reader raised."""
     return failure(error.status, error.message)
 
 

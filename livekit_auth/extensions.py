@@ -13,7 +13,8 @@ class SessionWhereOpened(SQLAlchemy):
 
     Its own teardown removes the session unconditionally: for the API requests that never
     open one (a cached key, the probes) that is two scope look-ups and a KeyError raised and
-    caught, on every request.
+    caught, on every request. It overrides a private method: tests/test_speedups.py fails when
+    Flask-SQLAlchemy changes it.
     """
 
     def _teardown_session(self, exc: BaseException | None) -> None:
@@ -31,7 +32,8 @@ class CheckedWhereAsked(CSRFProtect):
 
     CSRFProtect.init_app also puts a before_request hook on the whole app, which with
     WTF_CSRF_CHECK_DEFAULT off checks nothing but costs every API request: it is taken off
-    again. The JSON API authenticates by header and needs no CSRF token.
+    again. The JSON API authenticates by header and needs no CSRF token. tests/test_speedups.py
+    fails when init_app adds other hooks than that one.
     """
 
     def init_app(self, app: Flask) -> None:

@@ -326,8 +326,9 @@ def key_detail(key_id: int) -> ResponseReturnValue:
     """One key: its facts, limits and their use, checks by outcome, its owner's other keys, and actions."""
     key = key_or_404(key_id)
     owner: User = key.user
+    service = key_service()
     # One page of the owner's other keys; the key list, searched by their email, has the rest.
-    others = [other for other in key_service().user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
+    others = [other for other in service.user_keys(owner.id, queries.PAGE_SIZE + 2) if other.id != key.id]
     now = clock.now()
     daily = reports.daily_requests(db.session, key.id, now.date())
     refused = reports.daily_refusals(db.session, key.id, now.date())
@@ -339,12 +340,12 @@ def key_detail(key_id: int) -> ResponseReturnValue:
         key=key,
         chart=daily_chart(reports.usage_days(now.date()), series),
         refusals_30d={label: sum(refused[outcome]) for outcome, _, label in CHARTED_REFUSALS if outcome in refused},
-        key_quota=key_service().quota_use(key, now),
-        user_quota=key_service().quota_use(owner, now),
+        key_quota=service.quota_use(key, now),
+        user_quota=service.quota_use(owner, now),
         key_limits=limits_form(key),
         user_limits=limits_form(owner),
         requests_30d=sum(daily),
-        active_count=key_service().count_active(owner.id, now),
+        active_count=service.count_active(owner.id, now),
         owner=owner,
         others=others[: queries.PAGE_SIZE],
         more_others=len(others) > queries.PAGE_SIZE,
@@ -506,15 +507,16 @@ def issued(key_id: int) -> ResponseReturnValue:
 @bp.route("/users/<int:user_id>/revoke-all", methods=["GET", "POST"])
 def revoke_all(user_id: int) -> ResponseReturnValue:
     """Confirm with the number of keys at stake, then revoke every active key of a user."""
-    user = key_service().user_by_id(user_id)
+    service = key_service()
+    user = service.user_by_id(user_id)
     if user is None:
         abort(404)
     form = ConfirmForm()
     now = clock.now()
     if request.method == "GET":
-        count = key_service().count_active(user.id, now)
+        count = service.count_active(user.id, now)
         return render_template("admin/confirm_revoke_all.html", user=user, count=count, form=form)
-    revoked = key_service().revoke_all(user.id, g.admin_email, now)
+    revoked = service.revoke_all(user.id, g.admin_email, now)
     db.session.commit()
     queries.forget_overview()
     flash(f"Revoked {revoked} keys of {user.email}.", "info")
