@@ -31,7 +31,7 @@ from .proxy import require_counted, run_proxy
 from .reach import revocation_reach
 from .report import Backend, print_table, save
 from .seed import bench_secret, fresh_database, seed, spare_keys, write_key_files
-from .servers import PROJECT_ROOT, postgres_pids, serve, worker_rss_mb
+from .servers import PROJECT_ROOT, floor_command, postgres_pids, serve, worker_rss_mb
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 
@@ -47,11 +47,10 @@ def run_backend(
     key_files = write_key_files(workdir, count)
     redis_limits = {"RATELIMIT_STORAGE_URI": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
                     "RATELIMIT_KEY_PREFIX": f"livekit-bench-{os.getpid()}"}
-    gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"]
     spare = iter(spare_keys(count))  # shared by every run that revokes: a key is revoked once
     if not proxy_only:
         framework_rows(result, url, workdir, seconds, rounds, memory_checks, key_files, redis_limits, spare)
-    result.proxy = run_proxy(partial(serve, url, workdir), gunicorn + ["bench.floor_app:app"], key_files, spare,
+    result.proxy = run_proxy(partial(serve, url, workdir), floor_command("bench.floor_app:app"), key_files, spare,
                              bench_secret, measure_path, seconds, rounds, WARM_UP_SECONDS, workdir,
                              postgres_pids if backend == "postgresql" else list, TRUSTED_PROXY_COUNT="1",
                              **redis_limits)
@@ -61,9 +60,8 @@ def run_backend(
 def framework_rows(result: Backend, url: str, workdir: Path, seconds: int, rounds: int, memory_checks: int,
                    key_files: dict[str, Path], redis_limits: dict[str, str], spare: Iterator[int]) -> None:
     """Every workload against the bare route, then the reach, in-process and uncached figures."""
-    gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"]
-    with serve(url, workdir) as server, serve(url, workdir, gunicorn + ["bench.floor_app:app"]) as floor, \
-            serve(url, workdir, gunicorn + ["bench.floor_logged_app:app"]) as floor_logged, \
+    with serve(url, workdir) as server, serve(url, workdir, floor_command("bench.floor_app:app")) as floor, \
+            serve(url, workdir, floor_command("bench.floor_logged_app:app")) as floor_logged, \
             serve(url, workdir, **redis_limits) as redis_server:
         servers = {"floor": floor, "floor_logged": floor_logged, "check_one_redis": redis_server,
                    "check_limited_redis": redis_server}

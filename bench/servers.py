@@ -232,6 +232,11 @@ def worker_rss_mb(server: LiveServer, field: str = "VmRSS") -> list[float]:
     return sizes
 
 
+def floor_command(app: str) -> list[str]:
+    """The command that serves another WSGI app (a floor) with the project's own gunicorn.conf.py."""
+    return [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py", app]
+
+
 def serve(url: str, workdir: Path, command: list[str] | None = None, **settings: str):
     """Our app through boot.sh (the production path), or another command, with the production defaults.
 

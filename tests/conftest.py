@@ -1,5 +1,6 @@
 """Fixtures: an app on each database backend, a client, and helpers that speak the API."""
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -68,14 +69,39 @@ def reset_postgres_schema(uri: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture
-def batched_usage(app: Flask) -> Iterator[Callable[[float], UsageRecorder]]:
-    """Have the app write its uses in batches every so many seconds, from a thread stopped when the test ends."""
-    recorders: list[UsageRecorder] = []
+class WatchedRecorder(UsageRecorder):
+    """A usage recorder that tells a test when its writer has written a batch."""
 
-    def install(flush_seconds: float) -> UsageRecorder:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches = 0
+        self.batch_written = threading.Condition()
+
+    def flush(self) -> None:
+        super().flush()
+        with self.batch_written:
+            self.batches += 1
+            self.batch_written.notify_all()
+
+    def wait_for_what_was_noted(self, seconds: float = 10) -> None:
+        """Wait until everything noted so far has been written by the writer thread.
+
+        A batch under way may have taken its notes before the last one: the batch after it
+        holds everything noted before this call.
+        """
+        with self.batch_written:
+            target = self.batches + 2
+            assert self.batch_written.wait_for(lambda: self.batches >= target, seconds), "the writer wrote nothing"
+
+
+@pytest.fixture
+def batched_usage(app: Flask) -> Iterator[Callable[[float], WatchedRecorder]]:
+    """Have the app write its uses in batches every so many seconds, from a thread stopped when the test ends."""
+    recorders: list[WatchedRecorder] = []
+
+    def install(flush_seconds: float) -> WatchedRecorder:
         with app.app_context():
-            recorder = UsageRecorder(db.engine, 60, flush_seconds=flush_seconds)
+            recorder = WatchedRecorder(db.engine, 60, flush_seconds=flush_seconds)
         app.extensions["keyring"].usage = recorder
         recorders.append(recorder)
         return recorder

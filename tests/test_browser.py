@@ -3,8 +3,6 @@
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,7 +12,7 @@ import requests
 
 from bench.servers import live_server
 
-from .support import REQUIRE_SERVICES, eventually
+from .support import REQUIRE_SERVICES, eventually, flask_command
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -44,13 +42,9 @@ def server(tmp_path):
     """gunicorn with two workers on a fresh SQLite file, and an admin account."""
     database = f"sqlite:///{tmp_path / 'browser.db'}"
     with live_server(database, tmp_path, workers=2) as running:
-        subprocess.run(
-            [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "admin", "create",
-             "--email", "ops@example.com", "--password-stdin"],
-            input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-            cwd=Path(__file__).resolve().parent.parent,
-            env={**os.environ, "DATABASE_URL": database, "SECRET_KEY": "live-server-test-secret"},
-        )
+        created = flask_command(database, "admin", "create", "--email", "ops@example.com", "--password-stdin",
+                                stdin=PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
         yield running
 
 

@@ -13,7 +13,7 @@ from livekit_auth.extensions import db
 from livekit_auth.apikeys.models import ApiKey, KeyUseCount
 from livekit_auth.apikeys.usage import UsageRecorder
 
-from .support import cap_active_keys, envelope_error, eventually
+from .support import cap_active_keys, envelope_error
 
 
 def add_key(api, key, **body):
@@ -317,14 +317,14 @@ def test_each_key_counts_once_a_day_among_the_keys_used_whichever_worker_saw_it(
 
 @pytest.mark.slow
 def test_uses_are_written_in_batches_in_the_background(app, api, frozen_clock, batched_usage) -> None:
-    batched_usage(0.1)
+    recorder = batched_usage(0.1)
     first, second = api.new_key(user_email="a@example.com"), api.new_key(user_email="b@example.com")
     for key in (first, second):
         api.get("/auth/check-key", key)
     ids = [k["id"] for k in listing(api, first) + listing(api, second)]
     assert all(stored_key(app, key_id).last_used_at is None for key_id in ids)
-    eventually(lambda: all(stored_key(app, key_id).last_used_at == frozen_clock.current for key_id in ids),
-               what="both uses written")
+    recorder.wait_for_what_was_noted()
+    assert all(stored_key(app, key_id).last_used_at == frozen_clock.current for key_id in ids)
 
 
 def test_the_key_list_comes_in_pages_linked_by_rel_next(api) -> None:

@@ -27,7 +27,7 @@ import requests
 
 from livekit_auth.apikeys import keys
 
-from bench.servers import free_port, live_server, LiveServer, running_nginx
+from bench.servers import LiveServer, free_port, live_server, running_nginx
 
 from .support import (
     clear_database, envelope_error, eventually, flask_command, logged_in_admin, require_nginx, require_service,

@@ -5,21 +5,19 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import requests
 
 from livekit_auth.apikeys import keys
 
-from bench.servers import PROJECT_ROOT, free_port, live_server, LiveServer
+from bench.servers import PROJECT_ROOT, LiveServer, free_port, live_server
 
-from .support import clear_database, envelope_error
+from .support import clear_database, envelope_error, flask_command
 
 pytestmark = pytest.mark.slow  # every test here talks to real servers this module starts
 
@@ -60,10 +58,8 @@ def test_fifty_concurrent_creates_all_succeed_and_their_keys_check(server) -> No
 
 def test_parallel_wrong_passwords_are_checked_no_more_often_than_the_lockout_allows(server) -> None:
     email = f"ops-{uuid.uuid4().hex[:8]}@example.com"
-    env = {**os.environ, "DATABASE_URL": server.database_url, "SECRET_KEY": "live-server-test-secret"}
-    created = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "admin", "create",
-                              "--email", email, "--password-stdin"], input="correct horse battery\n",
-                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    created = flask_command(server.database_url, "admin", "create", "--email", email, "--password-stdin",
+                            stdin="correct horse battery\n")
     assert created.returncode == 0, created.stderr
     with ExitStack() as open_sessions:
         browsers = []

@@ -10,8 +10,6 @@ from livekit_auth.extensions import db
 from livekit_auth.apikeys.usage import UsageRecorder
 from livekit_auth.apikeys.models import KeyRequestCount
 
-from .support import eventually
-
 
 def listed(api, key: str) -> dict:
     """The calling key as GET /auth/keys lists it (a check itself)."""
@@ -59,11 +57,12 @@ def test_counts_are_kept_in_memory_and_added_up_across_workers_in_batches(app, a
 
 @pytest.mark.slow
 def test_the_background_writer_adds_the_counts(app, api, frozen_clock, batched_usage) -> None:
-    batched_usage(0.1)
+    recorder = batched_usage(0.1)
     key = api.new_key()
     for _ in range(7):
         api.get("/auth/check-key", key)
-    eventually(lambda: list(request_counts(app).values()) == [7], what="the seven checks counted")
+    recorder.wait_for_what_was_noted()
+    assert list(request_counts(app).values()) == [7]
 
 
 @pytest.mark.slow

@@ -22,12 +22,12 @@ from .. import clock
 from ..metrics import count_key_cache, count_key_check
 from ..rate_limits import Counted, RateLimited, RateLimits
 from . import keys, meter
-from .meter import QUOTA_USED
-from .models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyShard, KeyStatus, User
 from .cache import Changes, KeyCache, KnownKey
 from .errors import (
     REFUSALS, InvalidKey, KeyLimited, KeyRefused, MissingKey, MissingScope, QuotaExhausted, SuspendedKey,
 )
+from .meter import QUOTA_USED
+from .models import ALL_KEYS, ApiKey, KeyChange, KeyChanges, KeyShard, KeyStatus, User
 from .reader import KeyReader
 from .signal import send_after_commit
 from .usage import UsageRecorder
